@@ -1,0 +1,186 @@
+//! What a fresh cluster has before anyone writes to it: the system namespaces and the
+//! `kubernetes` Service, whose Endpoints and EndpointSlice list every live API server. Each
+//! server holds a key under `<prefix>/masterleases/` on an etcd lease (upstream's lease
+//! endpoint reconciler), so a dead server drops out of the endpoints by itself.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hakube_apimachinery::status::ApiError;
+use serde_json::{json, Value};
+
+use crate::authn::UserInfo;
+use crate::registry;
+use crate::rest::{self, Target};
+use crate::State;
+
+const SYSTEM_NAMESPACES: &[&str] = &["default", "kube-system", "kube-public", "kube-node-lease"];
+const LEASE_TTL_SECONDS: i64 = 15;
+const RECONCILE_INTERVAL: Duration = Duration::from_secs(10);
+
+fn target(
+    group: &str,
+    plural: &str,
+    namespace: Option<&str>,
+    name: Option<&str>,
+) -> Result<Target, ApiError> {
+    let def = registry::lookup(group, "v1", plural).ok_or_else(|| {
+        hakube_apimachinery::status::internal(&format!("{plural} is not registered"))
+    })?;
+    Ok(Target {
+        def,
+        namespace: namespace.map(str::to_string),
+        name: name.map(str::to_string),
+        sub: None,
+    })
+}
+
+async fn create_if_absent(state: &State, t: &Target, object: Value) -> Result<(), ApiError> {
+    let body = serde_json::to_vec(&object).unwrap_or_default();
+    let system = UserInfo {
+        name: "system:apiserver".into(),
+        groups: vec!["system:masters".into()],
+        ..Default::default()
+    };
+    match rest::create(
+        state,
+        &system,
+        t,
+        &HashMap::new(),
+        &http::HeaderMap::new(),
+        &body,
+    )
+    .await
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 409 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Creates the system namespaces and the `kubernetes` Service.
+pub async fn ensure_defaults(state: &State, secure_port: u16) -> Result<(), ApiError> {
+    for ns in SYSTEM_NAMESPACES {
+        let t = target("", "namespaces", None, None)?;
+        create_if_absent(state, &t, json!({"metadata": {"name": ns}})).await?;
+    }
+    let service = json!({
+        "metadata": {
+            "name": "kubernetes",
+            "labels": {"component": "apiserver", "provider": "kubernetes"},
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "clusterIP": state.service_ranges.first_ip().to_string(),
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": secure_port}],
+            "sessionAffinity": "None",
+        },
+    });
+    create_if_absent(
+        state,
+        &target("", "services", Some("default"), None)?,
+        service,
+    )
+    .await
+}
+
+/// Keeps this server in the `kubernetes` endpoints while it runs.
+pub async fn run_endpoint_reconciler(state: Arc<State>, address: String, port: u16) {
+    let mut stop = state.shutdown.clone();
+    loop {
+        if let Err(e) = reconcile_endpoints(&state, &address, port).await {
+            tracing::warn!(error = %e.message, "reconciling the kubernetes endpoints");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(RECONCILE_INTERVAL) => {}
+            _ = crate::stopping(&mut stop) => break,
+        }
+    }
+    // Leave the endpoints at once on a clean shutdown rather than after the lease runs out.
+    if let Err(e) = state.store.release_master_lease(&address).await {
+        tracing::debug!(error = %e, "releasing the master lease");
+    }
+    let _ = reconcile_endpoints_excluding(&state, &address, port).await;
+}
+
+async fn reconcile_endpoints(state: &State, address: &str, port: u16) -> Result<(), ApiError> {
+    state
+        .store
+        .hold_master_lease(address, LEASE_TTL_SECONDS)
+        .await
+        .map_err(rest::store_error)?;
+    write_endpoints(state, None, port).await
+}
+
+async fn reconcile_endpoints_excluding(
+    state: &State,
+    address: &str,
+    port: u16,
+) -> Result<(), ApiError> {
+    write_endpoints(state, Some(address), port).await
+}
+
+async fn write_endpoints(
+    state: &State,
+    excluding: Option<&str>,
+    port: u16,
+) -> Result<(), ApiError> {
+    let mut addresses = state
+        .store
+        .master_leases()
+        .await
+        .map_err(rest::store_error)?;
+    addresses.retain(|a| Some(a.as_str()) != excluding);
+    addresses.sort();
+    let endpoints = json!({
+        "metadata": {"name": "kubernetes", "namespace": "default"},
+        "subsets": if addresses.is_empty() { json!([]) } else { json!([{
+            "addresses": addresses.iter().map(|ip| json!({"ip": ip})).collect::<Vec<_>>(),
+            "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+        }]) },
+    });
+    let slice = json!({
+        "metadata": {
+            "name": "kubernetes",
+            "namespace": "default",
+            "labels": {
+                "kubernetes.io/service-name": "kubernetes",
+                "endpointslice.kubernetes.io/managed-by": "endpointslice-controller.k8s.io",
+            },
+        },
+        "addressType": "IPv4",
+        "endpoints": addresses.iter().map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}})).collect::<Vec<_>>(),
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    });
+    put(
+        state,
+        target("", "endpoints", Some("default"), Some("kubernetes"))?,
+        endpoints,
+    )
+    .await?;
+    put(
+        state,
+        target(
+            "discovery.k8s.io",
+            "endpointslices",
+            Some("default"),
+            Some("kubernetes"),
+        )?,
+        slice,
+    )
+    .await
+}
+
+/// Creates or replaces an object, writing nothing when it is already as wanted.
+async fn put(state: &State, t: Target, object: Value) -> Result<(), ApiError> {
+    let body = serde_json::to_vec(&object).unwrap_or_default();
+    match rest::update(state, &t, &HashMap::new(), &http::HeaderMap::new(), &body).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.code == 404 => {
+            let collection = Target { name: None, ..t };
+            create_if_absent(state, &collection, object).await
+        }
+        Err(e) => Err(e),
+    }
+}

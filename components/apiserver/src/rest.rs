@@ -1,0 +1,1373 @@
+//! The REST verbs on stored resources: get, list, create, update, patch, delete and
+//! deletecollection, with their subresources. Every write goes through one pipeline: decode
+//! and type-check, default, validate, compare with what is stored (no change → no write), then
+//! an etcd transaction that fails if someone else wrote first.
+
+use std::collections::{HashMap, HashSet};
+
+use hakube_apimachinery::labels::{self, LabelSelector};
+use hakube_apimachinery::patch;
+use hakube_apimachinery::status::{self, ApiError, StatusCause};
+use http::{HeaderMap, StatusCode};
+use serde_json::{json, Map, Value};
+
+use crate::allocator::{self, Claims, NODE_PORTS, SERVICE_IPS};
+use crate::authn::UserInfo;
+use crate::fieldsel::ObjectFieldSelector;
+use crate::objects::{self, meta_mut};
+use crate::registry::{ResourceDef, Storage, Subresource};
+use crate::storage::{Extras, StoreError, Stored};
+use crate::{defaults, events, validate, State};
+
+/// What a request addresses.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub def: &'static ResourceDef,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+    pub sub: Option<Subresource>,
+}
+
+impl Target {
+    pub fn segment(&self) -> &'static str {
+        match self.def.storage {
+            Storage::Etcd(s) => s,
+            Storage::Review => self.def.plural,
+        }
+    }
+
+    fn key(&self, state: &State) -> Result<String, ApiError> {
+        let name = self
+            .name
+            .as_deref()
+            .ok_or_else(|| status::bad_request("a resource name is required"))?;
+        Ok(state
+            .store
+            .key(self.segment(), self.namespace.as_deref(), name))
+    }
+
+    fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or("")
+    }
+
+    fn not_found(&self) -> ApiError {
+        status::not_found(self.def.group, self.def.plural, self.name())
+    }
+}
+
+/// Maps storage failures onto API errors.
+pub fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::Compacted => {
+            status::expired("The resourceVersion for the provided list is too old.")
+        }
+        other => status::internal(&other.to_string()),
+    }
+}
+
+fn dry_run(query: &HashMap<String, String>) -> bool {
+    query.get("dryRun").is_some_and(|v| v == "All")
+}
+
+fn decode_json(body: &[u8]) -> Result<Value, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        status::bad_request(&format!("couldn't get version/kind; json parse error: {e}"))
+    })
+}
+
+/// Only JSON bodies are accepted for create and update; no Content-Type means JSON.
+fn check_json_content(headers: &HeaderMap) -> Result<(), ApiError> {
+    let ct = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    if media.is_empty() || media == "application/json" || media == "*/*" {
+        Ok(())
+    } else {
+        Err(status::unsupported_media_type(
+            media,
+            &["application/json", "application/yaml"],
+        ))
+    }
+}
+
+/// The request body, checked and decoded into its storage form (core/v1 for events).
+fn to_storage(
+    def: &ResourceDef,
+    mut object: Value,
+    expect: (&str, &str),
+) -> Result<Value, ApiError> {
+    let (api_version, kind) = expect;
+    let Some(map) = object.as_object_mut() else {
+        return Err(status::bad_request(&format!(
+            "{kind} in version \"{}\" cannot be handled as a {kind}: expected a JSON object",
+            api_version
+        )));
+    };
+    match map.get("apiVersion").and_then(Value::as_str) {
+        Some(v) if !v.is_empty() && v != api_version => {
+            return Err(status::bad_request(&format!(
+                "the API version in the data ({v}) does not match the expected API version ({api_version})"
+            )))
+        }
+        _ => {}
+    }
+    match map.get("kind").and_then(Value::as_str) {
+        Some(k) if !k.is_empty() && k != kind => {
+            return Err(status::bad_request(&format!(
+                "the kind in the data ({k}) does not match the expected kind ({kind})"
+            )))
+        }
+        _ => {}
+    }
+    map.insert("apiVersion".into(), json!(api_version));
+    map.insert("kind".into(), json!(kind));
+    let typed = (def.codec)(object).map_err(|e| {
+        status::bad_request(&format!(
+            "{kind} in version \"{}\" cannot be handled as a {kind}: {e}",
+            def.version
+        ))
+    })?;
+    Ok(if def.is_events_v1() {
+        events::to_core(typed)
+    } else {
+        typed
+    })
+}
+
+/// A stored object in the form the client asked for.
+pub fn to_wire(def: &ResourceDef, object: Value) -> Value {
+    if def.is_events_v1() {
+        events::from_core(object)
+    } else {
+        object
+    }
+}
+
+fn kind_of(def: &ResourceDef) -> (String, &'static str) {
+    (def.api_version(), def.kind)
+}
+
+fn invalid(def: &ResourceDef, name: &str, causes: Vec<StatusCause>) -> ApiError {
+    status::invalid(def.group, def.kind, name, causes)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reads
+
+pub async fn get(state: &State, t: &Target) -> Result<(StatusCode, Value), ApiError> {
+    let stored = state
+        .store
+        .get(&t.key(state)?)
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| t.not_found())?;
+    match t.sub {
+        Some(Subresource::Scale) => Ok((StatusCode::OK, to_scale(t.def, &stored.object)?)),
+        _ => Ok((StatusCode::OK, to_wire(t.def, stored.object))),
+    }
+}
+
+/// Label and field selectors of a list or watch.
+pub struct Selectors {
+    pub labels: LabelSelector,
+    pub fields: Option<ObjectFieldSelector>,
+}
+
+impl Selectors {
+    pub fn parse(def: &ResourceDef, query: &HashMap<String, String>) -> Result<Self, ApiError> {
+        let labels = match query.get("labelSelector") {
+            Some(s) => labels::parse(s).map_err(|e| status::bad_request(&e.to_string()))?,
+            None => LabelSelector::everything(),
+        };
+        let fields = match query.get("fieldSelector").filter(|s| !s.is_empty()) {
+            Some(s) => Some(ObjectFieldSelector::parse(def, s)?),
+            None => None,
+        };
+        Ok(Selectors { labels, fields })
+    }
+
+    pub fn is_everything(&self) -> bool {
+        self.labels.is_empty() && self.fields.is_none()
+    }
+
+    pub fn matches(&self, object: &Value) -> bool {
+        self.labels.matches(objects::labels(object))
+            && self.fields.as_ref().is_none_or(|f| f.matches(object))
+    }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    v: String,
+    rv: i64,
+    start: String,
+}
+
+fn encode_continue(rv: i64, start_relative: &str) -> String {
+    use base64::Engine;
+    let token = ContinueToken {
+        v: "meta.k8s.io/v1".into(),
+        rv,
+        start: start_relative.to_string(),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::to_vec(&token).unwrap_or_default())
+}
+
+fn decode_continue(token: &str) -> Result<ContinueToken, ApiError> {
+    use base64::Engine;
+    let bad = || status::bad_request("continue key is not valid: the token could not be decoded");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let t: ContinueToken = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    if t.v != "meta.k8s.io/v1" || t.start.contains("..") || t.start.starts_with('/') {
+        return Err(bad());
+    }
+    Ok(t)
+}
+
+fn parse_rv(raw: &str) -> Result<i64, ApiError> {
+    raw.parse::<i64>()
+        .map_err(|_| status::bad_request(&format!("invalid resource version: {raw}")))
+}
+
+/// The revision a list reads at: 0 means "the latest", which is also a consistent read.
+fn list_revision(query: &HashMap<String, String>) -> Result<i64, ApiError> {
+    let rv = query
+        .get("resourceVersion")
+        .map(String::as_str)
+        .unwrap_or("");
+    match query.get("resourceVersionMatch").map(String::as_str) {
+        Some("Exact") => {
+            if rv.is_empty() || rv == "0" {
+                return Err(status::bad_request(
+                    "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\" or unset",
+                ));
+            }
+            parse_rv(rv)
+        }
+        Some("NotOlderThan") | None | Some("") => {
+            if !rv.is_empty() {
+                parse_rv(rv)?;
+            }
+            Ok(0)
+        }
+        Some(other) => Err(status::bad_request(&format!(
+            "resourceVersionMatch: Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
+        ))),
+    }
+}
+
+pub async fn list(
+    state: &State,
+    t: &Target,
+    query: &HashMap<String, String>,
+) -> Result<(StatusCode, Value), ApiError> {
+    let selectors = Selectors::parse(t.def, query)?;
+    let limit: i64 = match query.get("limit").filter(|s| !s.is_empty()) {
+        Some(l) => l
+            .parse::<i64>()
+            .map_err(|_| status::bad_request(&format!("invalid limit: {l}")))?
+            .max(0),
+        None => 0,
+    };
+    let prefix = state.store.collection(t.segment(), t.namespace.as_deref());
+    let (mut revision, mut start) = match query.get("continue").filter(|s| !s.is_empty()) {
+        Some(token) => {
+            let c = decode_continue(token)?;
+            (c.rv, Some(format!("{prefix}{}", c.start)))
+        }
+        None => (list_revision(query)?, None),
+    };
+    let continuing = start.is_some();
+    let mut items = Vec::new();
+    let mut next_continue = None;
+    let mut remaining = None;
+
+    // A field selector on metadata.name reads one key instead of the whole collection.
+    let single = selectors
+        .fields
+        .as_ref()
+        .and_then(|f| f.exact_name())
+        .map(str::to_string);
+    if let (Some(name), false) = (single, continuing) {
+        let page = state
+            .store
+            .list(&format!("{prefix}{name}"), None, revision, 0, false)
+            .await
+            .map_err(|e| continue_error(e, continuing))?;
+        revision = page.revision;
+        items.extend(
+            page.items
+                .into_iter()
+                .filter(|s| s.key == format!("{prefix}{name}") && selectors.matches(&s.object))
+                .map(|s| s.object),
+        );
+    } else {
+        loop {
+            let page = state
+                .store
+                .list(
+                    &prefix,
+                    start.as_deref(),
+                    revision,
+                    limit,
+                    selectors.is_everything(),
+                )
+                .await
+                .map_err(|e| continue_error(e, continuing))?;
+            revision = page.revision;
+            let count = page.items.len();
+            let mut last_key = None;
+            for (i, s) in page.items.into_iter().enumerate() {
+                last_key = Some(s.key.clone());
+                if selectors.matches(&s.object) {
+                    items.push(s.object);
+                }
+                if limit > 0 && items.len() as i64 >= limit {
+                    let rest_of_page = i + 1 < count;
+                    if rest_of_page || page.more {
+                        let next = format!("{}\x00", s.key);
+                        next_continue = Some(encode_continue(revision, &next[prefix.len()..]));
+                        remaining = page.remaining.filter(|_| !rest_of_page);
+                    }
+                    break;
+                }
+            }
+            if next_continue.is_some() || !page.more || (limit > 0 && items.len() as i64 >= limit) {
+                break;
+            }
+            match last_key {
+                Some(k) => start = Some(format!("{k}\x00")),
+                None => break,
+            }
+        }
+    }
+    let items: Vec<Value> = items.into_iter().map(|o| to_wire(t.def, o)).collect();
+    let mut metadata = Map::new();
+    metadata.insert("resourceVersion".into(), json!(revision.to_string()));
+    if let Some(c) = next_continue {
+        metadata.insert("continue".into(), json!(c));
+        if let Some(r) = remaining {
+            metadata.insert("remainingItemCount".into(), json!(r));
+        }
+    }
+    Ok((
+        StatusCode::OK,
+        json!({
+            "kind": format!("{}List", t.def.kind),
+            "apiVersion": t.def.api_version(),
+            "metadata": metadata,
+            "items": items,
+        }),
+    ))
+}
+
+fn continue_error(e: StoreError, continuing: bool) -> ApiError {
+    match e {
+        StoreError::Compacted if continuing => status::expired(
+            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+        ),
+        StoreError::Compacted => status::expired("The resourceVersion for the provided list is too old."),
+        other => store_error(other),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Create
+
+pub async fn create(
+    state: &State,
+    user: &UserInfo,
+    t: &Target,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(StatusCode, Value), ApiError> {
+    check_json_content(headers)?;
+    match t.sub {
+        Some(Subresource::Binding) => {
+            return crate::subresources::bind(state, t, query, body).await
+        }
+        Some(Subresource::Eviction) => {
+            return crate::subresources::evict(state, t, query, body).await
+        }
+        Some(Subresource::Token) => return crate::subresources::token(state, t, body).await,
+        Some(_) => {
+            return Err(status::method_not_allowed(
+                "create is not supported on this subresource",
+            ))
+        }
+        None => {}
+    }
+    let (api_version, kind) = kind_of(t.def);
+    let mut object = to_storage(t.def, decode_json(body)?, (&api_version, kind))?;
+    if t.def.storage == Storage::Review {
+        return crate::subresources::review(t.def, user, object);
+    }
+    let body_ns = objects::namespace(&object).map(str::to_string);
+    if t.def.namespaced {
+        if body_ns.is_some() && body_ns != t.namespace {
+            return Err(status::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+    } else if body_ns.is_some() {
+        meta_mut(&mut object).remove("namespace");
+    }
+    prepare_create(t, &mut object)?;
+    let name = objects::name(&object).unwrap_or("").to_string();
+    let causes = validate::validate(t.def, &object);
+    if !causes.is_empty() {
+        return Err(invalid(t.def, &name, causes));
+    }
+    if let Some(ns) = &t.namespace {
+        namespace_accepts_content(state, t, ns, &name).await?;
+    }
+    let key = state.store.key(t.segment(), t.namespace.as_deref(), &name);
+    let mut extras = Extras::default();
+    if t.def.kind == "Event" {
+        extras.lease = Some(state.store.event_lease().await.map_err(store_error)?);
+    }
+    for _ in 0..16 {
+        let mut candidate = object.clone();
+        let claims = if t.def.kind == "Service" {
+            Some(assign_service(state, t, &mut candidate, None).await?)
+        } else {
+            None
+        };
+        extras.create = claims_keys(state, claims.as_ref());
+        if dry_run(query) {
+            return Ok((StatusCode::CREATED, to_wire(t.def, candidate)));
+        }
+        match state.store.create(&key, &candidate, &extras).await {
+            Ok(rev) => {
+                crate::storage::set_resource_version(&mut candidate, rev);
+                return Ok((StatusCode::CREATED, to_wire(t.def, candidate)));
+            }
+            Err(StoreError::KeyExists(k)) if k != key => {
+                // Someone claimed the address or port we picked; pick again.
+                tracing::debug!(key = %k, "allocation raced, retrying");
+                continue;
+            }
+            Err(StoreError::Conflict) | Err(StoreError::KeyExists(_)) => {
+                return Err(status::already_exists(t.def.group, t.def.plural, &name))
+            }
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    Err(status::internal(
+        "could not allocate a Service address after 16 attempts",
+    ))
+}
+
+/// Server-set metadata and defaults for a new object.
+fn prepare_create(t: &Target, object: &mut Value) -> Result<(), ApiError> {
+    let meta = meta_mut(object);
+    let name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    if name.is_empty() {
+        if let Some(prefix) = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .filter(|p| !p.is_empty())
+        {
+            let generated = format!("{prefix}{}", objects::random_suffix());
+            meta.insert("name".into(), json!(generated));
+        }
+    }
+    for server_owned in [
+        "uid",
+        "resourceVersion",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "selfLink",
+    ] {
+        meta.remove(server_owned);
+    }
+    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), json!(objects::now_rfc3339()));
+    meta.insert("generation".into(), json!(1));
+    if let Some(ns) = &t.namespace {
+        meta.insert("namespace".into(), json!(ns));
+    }
+    // Status is the controllers' to write; Nodes are the exception upstream makes.
+    if t.def.has(Subresource::Status) && t.def.kind != "Node" {
+        if let Some(map) = object.as_object_mut() {
+            map.remove("status");
+        }
+    }
+    defaults::apply(t.def.kind, object);
+    Ok(())
+}
+
+/// Upstream's NamespaceLifecycle admission: no new content in missing or terminating namespaces.
+async fn namespace_accepts_content(
+    state: &State,
+    t: &Target,
+    namespace: &str,
+    name: &str,
+) -> Result<(), ApiError> {
+    let ns = state
+        .store
+        .get(&state.store.key("namespaces", None, namespace))
+        .await
+        .map_err(store_error)?
+        .ok_or_else(|| status::not_found("", "namespaces", namespace))?;
+    if objects::is_deleting(&ns.object) {
+        let mut err = status::forbidden(&format!(
+            "{} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
+            t.def.plural
+        ));
+        err.details = Some(status::StatusDetails {
+            name: name.to_string(),
+            group: t.def.group.to_string(),
+            kind: t.def.plural.to_string(),
+            causes: vec![StatusCause {
+                reason: "NamespaceTerminating".into(),
+                message: format!("namespace {namespace} is being terminated"),
+                field: "metadata.namespace".into(),
+            }],
+            retry_after_seconds: None,
+        });
+        return Err(err);
+    }
+    Ok(())
+}
+
+async fn assign_service(
+    state: &State,
+    t: &Target,
+    service: &mut Value,
+    old: Option<&Value>,
+) -> Result<Claims, ApiError> {
+    let taken_ips: HashSet<String> = state
+        .store
+        .range_keys(SERVICE_IPS)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .collect();
+    let taken_ports: HashSet<String> = state
+        .store
+        .range_keys(NODE_PORTS)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .collect();
+    state
+        .service_ranges
+        .assign(service, old, &taken_ips, &taken_ports)
+        .map_err(|causes| invalid(t.def, objects::name(service).unwrap_or(""), causes))
+}
+
+/// The bookkeeping keys for a set of claims.
+fn claims_keys(state: &State, claims: Option<&Claims>) -> Vec<(String, String)> {
+    let Some(c) = claims else {
+        return Vec::new();
+    };
+    c.ips
+        .iter()
+        .map(|ip| (state.store.range_key(SERVICE_IPS, ip), String::new()))
+        .chain(
+            c.ports
+                .iter()
+                .map(|p| (state.store.range_key(NODE_PORTS, p), String::new())),
+        )
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Update and patch
+
+/// Reads, mutates, checks and writes one object, retrying when a concurrent writer got there
+/// first unless the caller asked for a specific resourceVersion.
+pub async fn update_with<F>(
+    state: &State,
+    t: &Target,
+    query: &HashMap<String, String>,
+    mut mutate: F,
+) -> Result<Value, ApiError>
+where
+    F: FnMut(&Value) -> Result<Value, ApiError>,
+{
+    let key = t.key(state)?;
+    for _ in 0..32 {
+        let current = state
+            .store
+            .get(&key)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| t.not_found())?;
+        let candidate = mutate(&current.object)?;
+        let explicit_rv = objects::resource_version(&candidate).map(str::to_string);
+        if let Some(rv) = &explicit_rv {
+            if Some(rv.as_str()) != objects::resource_version(&current.object) {
+                return Err(status::conflict(
+                    t.def.group,
+                    t.def.plural,
+                    t.name(),
+                    status::OBJECT_MODIFIED,
+                ));
+            }
+        }
+        let mut new = finish_update(t, &current.object, candidate)?;
+        let mut extras = Extras::default();
+        if t.def.kind == "Service" && t.sub.is_none() {
+            let claims = assign_service(state, t, &mut new, Some(&current.object)).await?;
+            let old_claims = allocator::held(&current.object);
+            let held: HashSet<(String, String)> =
+                claims_keys(state, Some(&old_claims)).into_iter().collect();
+            let wanted: Vec<(String, String)> = claims_keys(state, Some(&claims));
+            extras.create = wanted
+                .iter()
+                .filter(|k| !held.contains(k))
+                .cloned()
+                .collect();
+            extras.delete = held
+                .iter()
+                .filter(|k| !wanted.contains(k))
+                .map(|(k, _)| k.clone())
+                .collect();
+        }
+        if new == current.object {
+            return Ok(current.object);
+        }
+        if dry_run(query) {
+            return Ok(new);
+        }
+        if deletion_complete(&new) {
+            return delete_now(state, t, &key, &current, new, query).await;
+        }
+        if t.def.kind == "Event" {
+            extras.lease = Some(state.store.event_lease().await.map_err(store_error)?);
+        }
+        match state
+            .store
+            .update(&key, &new, current.mod_revision, &extras)
+            .await
+        {
+            Ok(rev) => {
+                crate::storage::set_resource_version(&mut new, rev);
+                return Ok(new);
+            }
+            Err(StoreError::Conflict) | Err(StoreError::KeyExists(_)) if explicit_rv.is_none() => {
+                continue
+            }
+            Err(StoreError::Conflict) => {
+                return Err(status::conflict(
+                    t.def.group,
+                    t.def.plural,
+                    t.name(),
+                    status::OBJECT_MODIFIED,
+                ))
+            }
+            Err(StoreError::KeyExists(k)) => {
+                return Err(status::conflict(
+                    t.def.group,
+                    t.def.plural,
+                    t.name(),
+                    &format!("{k} is already allocated"),
+                ))
+            }
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    Err(status::conflict(
+        t.def.group,
+        t.def.plural,
+        t.name(),
+        "too many concurrent writers; try again",
+    ))
+}
+
+/// A deleting object whose last finalizer is gone (and whose grace period is over) is removed.
+fn deletion_complete(object: &Value) -> bool {
+    if !objects::is_deleting(object) || !objects::finalizers(object).is_empty() {
+        return false;
+    }
+    let grace = objects::meta(object)
+        .and_then(|m| m.get("deletionGracePeriodSeconds"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
+    let namespace_finalizers = object
+        .pointer("/spec/finalizers")
+        .and_then(Value::as_array)
+        .is_some_and(|f| !f.is_empty())
+        && object.get("kind").and_then(Value::as_str) == Some("Namespace");
+    grace == 0 && !namespace_finalizers
+}
+
+/// Merges what the client may change into the stored object, then defaults and validates.
+fn finish_update(t: &Target, old: &Value, candidate: Value) -> Result<Value, ApiError> {
+    let mut new = match t.sub {
+        None => {
+            let mut new = candidate;
+            let old_meta = objects::meta(old).cloned().unwrap_or_default();
+            let meta = meta_mut(&mut new);
+            for field in [
+                "uid",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "namespace",
+                "name",
+            ] {
+                match old_meta.get(field) {
+                    Some(v) => {
+                        meta.insert(field.into(), v.clone());
+                    }
+                    None => {
+                        meta.remove(field);
+                    }
+                }
+            }
+            // Finalizers can only be removed once deletion has started, not added.
+            if t.def.has(Subresource::Status) {
+                if let Some(map) = new.as_object_mut() {
+                    match old.get("status") {
+                        Some(s) => {
+                            map.insert("status".into(), s.clone());
+                        }
+                        None => {
+                            map.remove("status");
+                        }
+                    }
+                }
+            }
+            new
+        }
+        Some(Subresource::Status) => {
+            let mut new = old.clone();
+            if let Some(map) = new.as_object_mut() {
+                match candidate.get("status") {
+                    Some(s) => {
+                        map.insert("status".into(), s.clone());
+                    }
+                    None => {
+                        map.remove("status");
+                    }
+                }
+            }
+            new
+        }
+        Some(Subresource::Finalize) => {
+            let mut new = old.clone();
+            let finalizers = candidate
+                .pointer("/spec/finalizers")
+                .cloned()
+                .unwrap_or(json!([]));
+            objects::set_at(&mut new, "spec.finalizers", finalizers);
+            new
+        }
+        Some(Subresource::Scale | Subresource::Binding) => candidate,
+        Some(other) => {
+            return Err(status::method_not_allowed(&format!(
+                "update is not supported on {}",
+                other.name()
+            )))
+        }
+    };
+    defaults::apply(t.def.kind, &mut new);
+    let name = objects::name(&new).unwrap_or("").to_string();
+    let mut causes = validate::validate(t.def, &new);
+    if t.sub.is_none() {
+        causes.extend(validate::validate_update(t.def, old, &new));
+    }
+    if !causes.is_empty() {
+        return Err(invalid(t.def, &name, causes));
+    }
+    if objects::spec_changed(old, &new) {
+        let generation = objects::meta(old)
+            .and_then(|m| m.get("generation"))
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        meta_mut(&mut new).insert("generation".into(), json!(generation + 1));
+    }
+    if let Some(rv) = objects::resource_version(old) {
+        meta_mut(&mut new).insert("resourceVersion".into(), json!(rv));
+    }
+    Ok(new)
+}
+
+pub async fn update(
+    state: &State,
+    t: &Target,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(StatusCode, Value), ApiError> {
+    check_json_content(headers)?;
+    let raw = decode_json(body)?;
+    if t.sub == Some(Subresource::Scale) {
+        let scale = raw;
+        let updated = update_with(state, t, query, |old| scale_mutation(t, old, &scale)).await?;
+        return Ok((StatusCode::OK, to_scale(t.def, &updated)?));
+    }
+    let (api_version, kind) = kind_of(t.def);
+    let object = to_storage(t.def, raw, (&api_version, kind))?;
+    if let Some(body_name) = objects::name(&object) {
+        if body_name != t.name() {
+            return Err(status::bad_request(&format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({})",
+                t.name()
+            )));
+        }
+    }
+    if t.def.namespaced {
+        if let Some(ns) = objects::namespace(&object) {
+            if Some(ns) != t.namespace.as_deref() {
+                return Err(status::bad_request(
+                    "the namespace of the provided object does not match the namespace sent on the request",
+                ));
+            }
+        }
+    }
+    let updated = update_with(state, t, query, |_| Ok(object.clone())).await?;
+    Ok((StatusCode::OK, to_wire(t.def, updated)))
+}
+
+const PATCH_TYPES: &[&str] = &[
+    "application/json-patch+json",
+    "application/merge-patch+json",
+];
+
+pub async fn patch(
+    state: &State,
+    t: &Target,
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(StatusCode, Value), ApiError> {
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    let merge = match content_type.as_str() {
+        "application/merge-patch+json" => true,
+        "application/json-patch+json" => false,
+        other => return Err(status::unsupported_media_type(other, PATCH_TYPES)),
+    };
+    let patch_doc: Value = serde_json::from_slice(body)
+        .map_err(|e| status::bad_request(&format!("error decoding patch: {e}")))?;
+    let apply = |current: Value| -> Result<Value, ApiError> {
+        if merge {
+            let mut target = current;
+            patch::merge_patch(&mut target, &patch_doc);
+            Ok(target)
+        } else {
+            patch::json_patch(&current, &patch_doc).map_err(|e| ApiError {
+                code: 422,
+                reason: "Invalid".into(),
+                message: e.to_string(),
+                details: None,
+                retry_after_seconds: None,
+            })
+        }
+    };
+    if t.sub == Some(Subresource::Scale) {
+        let updated = update_with(state, t, query, |old| {
+            let scale = apply(to_scale(t.def, old)?)?;
+            scale_mutation(t, old, &scale)
+        })
+        .await?;
+        return Ok((StatusCode::OK, to_scale(t.def, &updated)?));
+    }
+    let (api_version, kind) = kind_of(t.def);
+    let updated = update_with(state, t, query, |old| {
+        let patched = apply(to_wire(t.def, old.clone()))?;
+        to_storage(t.def, patched, (&api_version, kind))
+    })
+    .await?;
+    Ok((StatusCode::OK, to_wire(t.def, updated)))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Scale
+
+fn selector_string(def: &ResourceDef, object: &Value) -> Result<String, ApiError> {
+    let selector = object.pointer("/spec/selector");
+    let parsed = match (def.kind, selector) {
+        (_, None) | (_, Some(Value::Null)) => return Ok(String::new()),
+        ("ReplicationController", Some(s)) => {
+            labels::from_label_selector_json(&json!({ "matchLabels": s }))
+        }
+        (_, Some(s)) => labels::from_label_selector_json(s),
+    };
+    parsed
+        .map(|s| s.to_string())
+        .map_err(|e| status::internal(&e.to_string()))
+}
+
+/// The autoscaling/v1 Scale view of a workload.
+pub fn to_scale(def: &ResourceDef, object: &Value) -> Result<Value, ApiError> {
+    let meta = objects::meta(object).cloned().unwrap_or_default();
+    let mut scale_meta = Map::new();
+    for f in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+    ] {
+        if let Some(v) = meta.get(f) {
+            scale_meta.insert(f.into(), v.clone());
+        }
+    }
+    Ok(json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": scale_meta,
+        "spec": {"replicas": object.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "status": {
+            "replicas": object.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector_string(def, object)?,
+        },
+    }))
+}
+
+fn scale_mutation(t: &Target, old: &Value, scale: &Value) -> Result<Value, ApiError> {
+    let replicas = scale.pointer("/spec/replicas");
+    let name = t.name();
+    let replicas = match replicas {
+        Some(Value::Number(n))
+            if n.as_i64()
+                .is_some_and(|r| r >= 0 && r <= i64::from(i32::MAX)) =>
+        {
+            n.as_i64().unwrap_or(0)
+        }
+        Some(v) => {
+            return Err(status::invalid(
+                "autoscaling",
+                "Scale",
+                name,
+                vec![StatusCause::invalid(
+                    "spec.replicas",
+                    v,
+                    "must be greater than or equal to 0",
+                )],
+            ))
+        }
+        None => 0,
+    };
+    let mut new = old.clone();
+    if let Some(rv) = objects::resource_version(scale) {
+        meta_mut(&mut new).insert("resourceVersion".into(), json!(rv));
+    }
+    objects::set_at(&mut new, "spec.replicas", json!(replicas));
+    Ok(new)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delete
+
+#[derive(Debug, Default)]
+struct DeleteOptions {
+    grace_period: Option<i64>,
+    propagation: Option<String>,
+    uid_precondition: Option<String>,
+    rv_precondition: Option<String>,
+}
+
+fn delete_options(query: &HashMap<String, String>, body: &[u8]) -> Result<DeleteOptions, ApiError> {
+    let mut opts = DeleteOptions::default();
+    if !body.iter().all(u8::is_ascii_whitespace) {
+        let v: Value = serde_json::from_slice(body)
+            .map_err(|e| status::bad_request(&format!("error decoding DeleteOptions: {e}")))?;
+        opts.grace_period = v.get("gracePeriodSeconds").and_then(Value::as_i64);
+        opts.propagation = v
+            .get("propagationPolicy")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        if v.get("orphanDependents").and_then(Value::as_bool) == Some(true) {
+            opts.propagation = Some("Orphan".into());
+        }
+        opts.uid_precondition = v
+            .pointer("/preconditions/uid")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        opts.rv_precondition = v
+            .pointer("/preconditions/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+    }
+    if let Some(g) = query.get("gracePeriodSeconds") {
+        opts.grace_period = Some(
+            g.parse()
+                .map_err(|_| status::bad_request(&format!("invalid gracePeriodSeconds: {g}")))?,
+        );
+    }
+    if let Some(p) = query.get("propagationPolicy") {
+        opts.propagation = Some(p.clone());
+    }
+    if let Some(p) = &opts.propagation {
+        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+            return Err(status::invalid(
+                "meta.k8s.io",
+                "DeleteOptions",
+                "",
+                vec![StatusCause::not_supported(
+                    "propagationPolicy",
+                    &json!(p),
+                    &["Foreground", "Background", "Orphan", "nil"],
+                )],
+            ));
+        }
+    }
+    Ok(opts)
+}
+
+/// How long a pod gets to stop: immediate when it never reached a node or already finished.
+fn pod_grace(object: &Value, requested: Option<i64>) -> i64 {
+    let bound = objects::str_at(object, "spec.nodeName").is_some_and(|n| !n.is_empty());
+    let phase = objects::str_at(object, "status.phase").unwrap_or("");
+    if !bound || matches!(phase, "Succeeded" | "Failed") {
+        return 0;
+    }
+    requested
+        .or_else(|| {
+            object
+                .pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+        })
+        .unwrap_or(30)
+        .max(0)
+}
+
+pub async fn delete(
+    state: &State,
+    t: &Target,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<(StatusCode, Value), ApiError> {
+    let opts = delete_options(query, body)?;
+    delete_one(state, t, query, &opts).await
+}
+
+async fn delete_one(
+    state: &State,
+    t: &Target,
+    query: &HashMap<String, String>,
+    opts: &DeleteOptions,
+) -> Result<(StatusCode, Value), ApiError> {
+    let key = t.key(state)?;
+    for _ in 0..32 {
+        let current = state
+            .store
+            .get(&key)
+            .await
+            .map_err(store_error)?
+            .ok_or_else(|| t.not_found())?;
+        let object = &current.object;
+        if let Some(uid) = &opts.uid_precondition {
+            let actual = objects::uid(object).unwrap_or("");
+            if uid != actual {
+                return Err(status::conflict(
+                    t.def.group,
+                    t.def.plural,
+                    t.name(),
+                    &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
+                ));
+            }
+        }
+        if let Some(rv) = &opts.rv_precondition {
+            let actual = objects::resource_version(object).unwrap_or("");
+            if rv != actual {
+                return Err(status::conflict(
+                    t.def.group,
+                    t.def.plural,
+                    t.name(),
+                    &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"),
+                ));
+            }
+        }
+        let grace = if t.def.kind == "Pod" {
+            pod_grace(object, opts.grace_period)
+        } else {
+            0
+        };
+        let mut finalizers = objects::finalizers(object);
+        let policy_finalizer = match opts.propagation.as_deref() {
+            Some("Orphan") => Some("orphan"),
+            Some("Foreground") => Some("foregroundDeletion"),
+            _ => None,
+        };
+        if let Some(f) = policy_finalizer {
+            if !finalizers.iter().any(|x| x == f) {
+                finalizers.push(f.to_string());
+            }
+        }
+        let namespace_pending = t.def.kind == "Namespace"
+            && object
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|f| !f.is_empty());
+        if finalizers.is_empty() && grace == 0 && !namespace_pending {
+            return delete_now(state, t, &key, &current, object.clone(), query)
+                .await
+                .map(|deleted| (StatusCode::OK, deleted_response(t, deleted)));
+        }
+        // Graceful: mark the object and leave it to finalizers, the kubelet or the
+        // namespace controller.
+        let mut marked = object.clone();
+        let already = objects::is_deleting(object);
+        let existing_grace = objects::meta(object)
+            .and_then(|m| m.get("deletionGracePeriodSeconds"))
+            .and_then(Value::as_i64);
+        {
+            let meta = meta_mut(&mut marked);
+            if !already || existing_grace.is_some_and(|g| grace < g) {
+                meta.insert(
+                    "deletionTimestamp".into(),
+                    json!(objects::rfc3339_after(grace)),
+                );
+                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            }
+            if !finalizers.is_empty() {
+                meta.insert("finalizers".into(), json!(finalizers));
+            }
+        }
+        if t.def.kind == "Namespace" {
+            objects::set_at(&mut marked, "status.phase", json!("Terminating"));
+        }
+        if marked == *object {
+            return Ok((StatusCode::OK, to_wire(t.def, marked)));
+        }
+        if deletion_complete(&marked) {
+            return delete_now(state, t, &key, &current, marked, query)
+                .await
+                .map(|deleted| (StatusCode::OK, deleted_response(t, deleted)));
+        }
+        if dry_run(query) {
+            return Ok((StatusCode::OK, to_wire(t.def, marked)));
+        }
+        match state
+            .store
+            .update(&key, &marked, current.mod_revision, &Extras::default())
+            .await
+        {
+            Ok(rev) => {
+                crate::storage::set_resource_version(&mut marked, rev);
+                return Ok((StatusCode::OK, to_wire(t.def, marked)));
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(store_error(e)),
+        }
+    }
+    Err(status::conflict(
+        t.def.group,
+        t.def.plural,
+        t.name(),
+        "too many concurrent writers; try again",
+    ))
+}
+
+/// Removes the object (and what it holds in the allocation ranges) in one transaction.
+async fn delete_now(
+    state: &State,
+    t: &Target,
+    key: &str,
+    current: &Stored,
+    last_state: Value,
+    query: &HashMap<String, String>,
+) -> Result<Value, ApiError> {
+    if dry_run(query) {
+        return Ok(last_state);
+    }
+    let mut extras = Extras::default();
+    if t.def.kind == "Service" {
+        extras.delete = claims_keys(state, Some(&allocator::held(&current.object)))
+            .into_iter()
+            .map(|(k, _)| k)
+            .collect();
+    }
+    match state.store.delete(key, current.mod_revision, &extras).await {
+        Ok(_) => Ok(last_state),
+        Err(StoreError::Conflict) => Err(status::conflict(
+            t.def.group,
+            t.def.plural,
+            t.name(),
+            status::OBJECT_MODIFIED,
+        )),
+        Err(e) => Err(store_error(e)),
+    }
+}
+
+/// Pods answer a delete with the pod, as upstream; everything else with a Success Status.
+fn deleted_response(t: &Target, deleted: Value) -> Value {
+    if t.def.kind == "Pod" {
+        return to_wire(t.def, deleted);
+    }
+    json!({
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Success",
+        "details": {
+            "name": t.name(),
+            "group": t.def.group,
+            "kind": t.def.plural,
+            "uid": objects::uid(&deleted).unwrap_or(""),
+        },
+    })
+}
+
+pub async fn delete_collection(
+    state: &State,
+    t: &Target,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<(StatusCode, Value), ApiError> {
+    let opts = delete_options(query, body)?;
+    let mut list_query = query.clone();
+    list_query.remove("limit");
+    list_query.remove("continue");
+    let (_, listed) = list(state, t, &list_query).await?;
+    let mut deleted = Vec::new();
+    for item in listed["items"].as_array().cloned().unwrap_or_default() {
+        let item_target = Target {
+            def: t.def,
+            namespace: objects::namespace(&item).map(str::to_string),
+            name: objects::name(&item).map(str::to_string),
+            sub: None,
+        };
+        match delete_one(state, &item_target, query, &opts).await {
+            Ok((_, v)) => deleted.push(if v.get("kind") == Some(&json!("Status")) {
+                item
+            } else {
+                v
+            }),
+            Err(e) if e.code == 404 => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((
+        StatusCode::OK,
+        json!({
+            "kind": format!("{}List", t.def.kind),
+            "apiVersion": t.def.api_version(),
+            "metadata": {"resourceVersion": listed["metadata"]["resourceVersion"]},
+            "items": deleted,
+        }),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::lookup;
+
+    #[test]
+    fn continue_tokens_round_trip_and_reject_garbage() {
+        let token = encode_continue(42, "default/b\u{0}");
+        let back = decode_continue(&token).unwrap();
+        assert_eq!(back.rv, 42);
+        assert_eq!(back.start, "default/b\u{0}");
+        assert_eq!(decode_continue("not-a-token").err().unwrap().code, 400);
+    }
+
+    #[test]
+    fn wrong_kinds_and_types_are_400() {
+        let def = lookup("", "v1", "configmaps").unwrap();
+        let err = to_storage(
+            def,
+            json!({"apiVersion":"v1","kind":"Secret"}),
+            ("v1", "ConfigMap"),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, 400);
+        let err = to_storage(
+            def,
+            json!({"metadata":{"name":"a"},"data":[1]}),
+            ("v1", "ConfigMap"),
+        )
+        .unwrap_err();
+        assert!(
+            err.message
+                .starts_with("ConfigMap in version \"v1\" cannot be handled as a ConfigMap"),
+            "{}",
+            err.message
+        );
+        let ok = to_storage(def, json!({"metadata":{"name":"a"}}), ("v1", "ConfigMap")).unwrap();
+        assert_eq!(ok["kind"], "ConfigMap");
+    }
+
+    #[test]
+    fn list_revision_semantics() {
+        let q = |pairs: &[(&str, &str)]| -> HashMap<String, String> {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(list_revision(&q(&[])).unwrap(), 0);
+        assert_eq!(list_revision(&q(&[("resourceVersion", "0")])).unwrap(), 0);
+        assert_eq!(
+            list_revision(&q(&[
+                ("resourceVersion", "7"),
+                ("resourceVersionMatch", "Exact")
+            ]))
+            .unwrap(),
+            7
+        );
+        assert_eq!(
+            list_revision(&q(&[("resourceVersion", "x")]))
+                .unwrap_err()
+                .code,
+            400
+        );
+    }
+
+    #[test]
+    fn finalizer_removal_completes_deletion_only_after_grace() {
+        let deleting = json!({"metadata":{"deletionTimestamp":"2024-01-01T00:00:00Z","deletionGracePeriodSeconds":0,"finalizers":[]}});
+        assert!(deletion_complete(&deleting));
+        let graceful_pod = json!({"metadata":{"deletionTimestamp":"2024-01-01T00:00:00Z","deletionGracePeriodSeconds":30}});
+        assert!(!deletion_complete(&graceful_pod));
+        let ns = json!({"kind":"Namespace","metadata":{"deletionTimestamp":"2024-01-01T00:00:00Z"},"spec":{"finalizers":["kubernetes"]}});
+        assert!(!deletion_complete(&ns));
+    }
+
+    #[test]
+    fn unbound_pods_are_deleted_at_once() {
+        assert_eq!(pod_grace(&json!({"spec":{}}), None), 0);
+        assert_eq!(
+            pod_grace(
+                &json!({"spec":{"nodeName":"n1","terminationGracePeriodSeconds":10}}),
+                None
+            ),
+            10
+        );
+        assert_eq!(pod_grace(&json!({"spec":{"nodeName":"n1"}}), Some(0)), 0);
+        assert_eq!(
+            pod_grace(
+                &json!({"spec":{"nodeName":"n1"},"status":{"phase":"Succeeded"}}),
+                Some(5)
+            ),
+            0
+        );
+    }
+
+    #[test]
+    fn scale_reads_replicas_and_selector() {
+        let def = lookup("apps", "v1", "deployments").unwrap();
+        let d = json!({"metadata":{"name":"d","namespace":"default","resourceVersion":"5"},"spec":{"replicas":3,"selector":{"matchLabels":{"app":"d"}}},"status":{"replicas":1}});
+        let scale = to_scale(def, &d).unwrap();
+        assert_eq!(scale["spec"]["replicas"], 3);
+        assert_eq!(scale["status"]["replicas"], 1);
+        assert_eq!(scale["status"]["selector"], "app=d");
+        assert_eq!(scale["apiVersion"], "autoscaling/v1");
+    }
+}

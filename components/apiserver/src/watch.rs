@@ -1,0 +1,327 @@
+//! Watch, served straight from etcd: one etcd watch per request on the collection's key prefix,
+//! each change turned into ADDED/MODIFIED/DELETED for the request's selectors (an object that
+//! stops matching is DELETED), bookmarks, the streaming-list start, timeouts, and the in-stream
+//! 410 `Expired` for a resourceVersion etcd has compacted away.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use etcd_client::EventType;
+use futures::StreamExt;
+use hakube_apimachinery::status::{self, ApiError};
+use http::{header, HeaderValue, Response, StatusCode};
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::metrics::LatencyLabels;
+use crate::response::{query_bool, Body};
+use crate::rest::{store_error, to_wire, Selectors, Target};
+use crate::storage::Store;
+use crate::State;
+
+/// How often an idle watch with `allowWatchBookmarks` gets a bookmark.
+const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
+
+struct WatchRequest {
+    target: Target,
+    selectors: Selectors,
+    start: Start,
+    bookmarks: bool,
+    timeout: Option<Duration>,
+}
+
+enum Start {
+    /// Send the current state as ADDED, then changes; `initial_events_end` marks the end with
+    /// a bookmark (streaming lists).
+    FromNow { initial_events_end: bool },
+    /// Changes after this revision.
+    After(i64),
+}
+
+fn parse(t: &Target, query: &HashMap<String, String>) -> Result<WatchRequest, ApiError> {
+    let selectors = Selectors::parse(t.def, query)?;
+    let rv = query
+        .get("resourceVersion")
+        .map(String::as_str)
+        .unwrap_or("");
+    let bookmarks = query_bool(query, "allowWatchBookmarks");
+    let send_initial = query.get("sendInitialEvents").map(|v| v == "true");
+    let start = match send_initial {
+        Some(true) => {
+            if query.get("resourceVersionMatch").map(String::as_str) != Some("NotOlderThan") {
+                return Err(status::invalid(
+                    "meta.k8s.io",
+                    "ListOptions",
+                    "",
+                    vec![hakube_apimachinery::status::StatusCause::forbidden(
+                        "sendInitialEvents",
+                        "sendInitialEvents is forbidden for watch unless resourceVersionMatch is set to NotOlderThan",
+                    )],
+                ));
+            }
+            Start::FromNow {
+                initial_events_end: bookmarks,
+            }
+        }
+        _ if rv.is_empty() || rv == "0" => Start::FromNow {
+            initial_events_end: false,
+        },
+        _ => Start::After(
+            rv.parse::<i64>()
+                .map_err(|_| status::bad_request(&format!("invalid resource version: {rv}")))?,
+        ),
+    };
+    let timeout = match query.get("timeoutSeconds").filter(|s| !s.is_empty()) {
+        Some(s) => Some(Duration::from_secs(s.parse::<u64>().map_err(|_| {
+            status::bad_request(&format!("invalid timeoutSeconds: {s}"))
+        })?)),
+        None => None,
+    };
+    Ok(WatchRequest {
+        target: t.clone(),
+        selectors,
+        start,
+        bookmarks,
+        timeout,
+    })
+}
+
+fn line(event_type: &str, object: &Value) -> Bytes {
+    let mut bytes =
+        serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+fn bookmark(t: &Target, revision: i64, initial_events_end: bool) -> Bytes {
+    let mut metadata = json!({"resourceVersion": revision.to_string()});
+    if initial_events_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    line(
+        "BOOKMARK",
+        &json!({"kind": t.def.kind, "apiVersion": t.def.api_version(), "metadata": metadata}),
+    )
+}
+
+fn expired(message: String) -> Bytes {
+    line("ERROR", &status::expired(&message).to_status())
+}
+
+/// Starts a watch; errors found before streaming are ordinary HTTP errors.
+pub async fn serve(
+    state: Arc<State>,
+    t: &Target,
+    query: &HashMap<String, String>,
+    labels: LatencyLabels,
+) -> Result<Response<Body>, ApiError> {
+    let request = parse(t, query)?;
+    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let prefix = state.store.collection(t.segment(), t.namespace.as_deref());
+    let guard = state.metrics.watch_opened(&labels);
+    tokio::spawn(async move {
+        let _guard = guard;
+        let mut shutdown = state.shutdown.clone();
+        let stream = run(&state.store, &prefix, &request, &tx);
+        let timeout = async {
+            match request.timeout {
+                Some(d) => tokio::time::sleep(d).await,
+                None => futures::future::pending().await,
+            }
+        };
+        tokio::select! {
+            result = stream => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "watch ended");
+                }
+            }
+            _ = timeout => {}
+            _ = crate::stopping(&mut shutdown) => {}
+        }
+    });
+    let body =
+        StreamBody::new(ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b))));
+    let mut resp = Response::new(BodyExt::boxed(body));
+    *resp.status_mut() = StatusCode::OK;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Ok(resp)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum WatchEnd {
+    #[error("client went away")]
+    ClientGone,
+    #[error("storage: {0}")]
+    Store(String),
+}
+
+async fn send(tx: &mpsc::Sender<Bytes>, bytes: Bytes) -> Result<(), WatchEnd> {
+    tx.send(bytes).await.map_err(|_| WatchEnd::ClientGone)
+}
+
+async fn run(
+    store: &Store,
+    prefix: &str,
+    request: &WatchRequest,
+    tx: &mpsc::Sender<Bytes>,
+) -> Result<(), WatchEnd> {
+    let t = &request.target;
+    let mut revision = match request.start {
+        Start::After(rv) => rv,
+        Start::FromNow { initial_events_end } => {
+            let page = store
+                .list(prefix, None, 0, 0, false)
+                .await
+                .map_err(|e| WatchEnd::Store(store_error(e).message))?;
+            for item in page.items {
+                if request.selectors.matches(&item.object) {
+                    send(tx, line("ADDED", &to_wire(t.def, item.object))).await?;
+                }
+            }
+            if initial_events_end {
+                send(tx, bookmark(t, page.revision, true)).await?;
+            }
+            page.revision
+        }
+    };
+    let mut stream = store
+        .watch(prefix, revision + 1)
+        .await
+        .map_err(|e| WatchEnd::Store(e.to_string()))?;
+    let mut ticker = tokio::time::interval(BOOKMARK_INTERVAL);
+    ticker.tick().await;
+    loop {
+        tokio::select! {
+            message = stream.message() => {
+                let response = match message {
+                    Ok(Some(r)) => r,
+                    Ok(None) => return Ok(()),
+                    Err(e) => return Err(WatchEnd::Store(e.to_string())),
+                };
+                if response.compact_revision() > 0 {
+                    let msg = format!("too old resource version: {} ({})", revision, response.compact_revision());
+                    send(tx, expired(msg)).await?;
+                    return Ok(());
+                }
+                if response.canceled() {
+                    return Err(WatchEnd::Store(response.cancel_reason().to_string()));
+                }
+                for event in response.events() {
+                    if let Some(bytes) = translate(t, &request.selectors, event) {
+                        send(tx, bytes).await?;
+                    }
+                    if let Some(kv) = event.kv() {
+                        revision = revision.max(kv.mod_revision());
+                    }
+                }
+                if response.events().is_empty() {
+                    // A progress notification: everything up to this revision has been seen.
+                    if let Some(h) = response.header() {
+                        revision = revision.max(h.revision());
+                    }
+                }
+            }
+            _ = ticker.tick(), if request.bookmarks => {
+                send(tx, bookmark(t, revision, false)).await?;
+            }
+        }
+    }
+}
+
+/// One etcd event as the watch event this client should see, if any.
+fn translate(t: &Target, selectors: &Selectors, event: &etcd_client::Event) -> Option<Bytes> {
+    let kv = event.kv()?;
+    let previous = event
+        .prev_kv()
+        .and_then(|p| Store::decode_event(p).ok())
+        .map(|s| s.object);
+    let old_matches = previous.as_ref().is_some_and(|o| selectors.matches(o));
+    match event.event_type() {
+        EventType::Put => {
+            let current = Store::decode_event(kv).ok()?.object;
+            let new_matches = selectors.matches(&current);
+            match (old_matches, new_matches) {
+                (true, true) => Some(line("MODIFIED", &to_wire(t.def, current))),
+                (false, true) => Some(line("ADDED", &to_wire(t.def, current))),
+                (true, false) => {
+                    let mut last = previous?;
+                    crate::storage::set_resource_version(&mut last, kv.mod_revision());
+                    Some(line("DELETED", &to_wire(t.def, last)))
+                }
+                (false, false) => None,
+            }
+        }
+        EventType::Delete => {
+            if !old_matches {
+                return None;
+            }
+            let mut last = previous?;
+            crate::storage::set_resource_version(&mut last, kv.mod_revision());
+            Some(line("DELETED", &to_wire(t.def, last)))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::registry::lookup;
+
+    fn target() -> Target {
+        Target {
+            def: lookup("", "v1", "pods").unwrap(),
+            namespace: Some("default".into()),
+            name: None,
+            sub: None,
+        }
+    }
+
+    #[test]
+    fn bookmarks_carry_kind_and_the_initial_events_marker() {
+        let b = bookmark(&target(), 42, true);
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["type"], "BOOKMARK");
+        assert_eq!(v["object"]["kind"], "Pod");
+        assert_eq!(v["object"]["apiVersion"], "v1");
+        assert_eq!(v["object"]["metadata"]["resourceVersion"], "42");
+        assert_eq!(
+            v["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+            "true"
+        );
+        assert!(b.ends_with(b"\n"));
+    }
+
+    #[test]
+    fn streaming_lists_need_not_older_than() {
+        let q: HashMap<String, String> =
+            [("sendInitialEvents".to_string(), "true".to_string())].into();
+        assert_eq!(parse(&target(), &q).err().unwrap().code, 422);
+        let mut q = q;
+        q.insert("resourceVersionMatch".into(), "NotOlderThan".into());
+        q.insert("allowWatchBookmarks".into(), "true".into());
+        assert!(matches!(
+            parse(&target(), &q).unwrap().start,
+            Start::FromNow {
+                initial_events_end: true
+            }
+        ));
+    }
+
+    #[test]
+    fn expired_is_an_in_stream_status() {
+        let v: Value =
+            serde_json::from_slice(&expired("too old resource version: 1 (5)".into())).unwrap();
+        assert_eq!(v["type"], "ERROR");
+        assert_eq!(v["object"]["code"], 410);
+        assert_eq!(v["object"]["reason"], "Expired");
+    }
+}
