@@ -1,1 +1,357 @@
+//! The harness of hakube's end-to-end suites: real etcd on free ports, the real
+//! `hakube-apiserver` binary with a fresh PKI, and the installed kubectl pointed at it.
+//! Everything a test starts is stopped when its handle drops.
+#![forbid(unsafe_code)]
 
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// A port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("the loopback interface can bind an ephemeral port")
+}
+
+/// The repository root (the e2e crate lives in `tests/e2e`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("the repository root exists")
+}
+
+/// Where cargo put the workspace's binaries: `HAKUBE_BIN_DIR`, else the target dir's profile.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("HAKUBE_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let target =
+        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "/var/tmp/hakube-target".into());
+    PathBuf::from(target).join("debug")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if ready() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} not ready after {timeout:?}");
+}
+
+/// A single-member etcd on free loopback ports, in its own data directory.
+pub struct Etcd {
+    child: Child,
+    pub client_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let client_url = format!("http://127.0.0.1:{}", free_port());
+        let peer_url = format!("http://127.0.0.1:{}", free_port());
+        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log file");
+        let child = Command::new("etcd")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &format!("default={peer_url}")])
+            .args(["--logger=zap", "--log-level=error"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("etcd is installed (apt-get install etcd-server)");
+        let etcd = Etcd {
+            child,
+            client_url,
+            _dir: dir,
+        };
+        let health = format!("{}/health", etcd.client_url);
+        wait_until("etcd", Duration::from_secs(20), || {
+            Command::new("curl")
+                .args(["-sf", &health])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        });
+        etcd
+    }
+
+    /// Compacts etcd's history up to its current revision.
+    pub fn compact(&self) {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &self.client_url,
+                "endpoint",
+                "status",
+                "-w",
+                "json",
+            ])
+            .output()
+            .expect("etcdctl runs");
+        let status: Value = serde_json::from_slice(&out.stdout).expect("etcdctl prints JSON");
+        let rev = status[0]["Status"]["header"]["revision"]
+            .as_i64()
+            .expect("a revision");
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args([
+                "--endpoints",
+                &self.client_url,
+                "compaction",
+                &rev.to_string(),
+            ])
+            .output()
+            .expect("etcdctl runs");
+        assert!(
+            out.status.success(),
+            "compaction failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// etcd plus a running hakube-apiserver with client-certificate, static-token and
+/// ServiceAccount authentication configured.
+pub struct ControlPlane {
+    pub etcd: Etcd,
+    apiserver: Child,
+    pub port: u16,
+    pub url: String,
+    pub pki: PathBuf,
+    dir: tempfile::TempDir,
+}
+
+impl ControlPlane {
+    pub fn start() -> ControlPlane {
+        Self::start_with(&[])
+    }
+
+    pub fn start_with(extra_args: &[&str]) -> ControlPlane {
+        let etcd = Etcd::start();
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let port = free_port();
+        let url = format!("https://127.0.0.1:{port}");
+        let pki = dir.path().join("pki");
+        let status = Command::new(repo_root().join("scripts/pki.sh"))
+            .arg(&pki)
+            .arg(&url)
+            .status()
+            .expect("scripts/pki.sh runs");
+        assert!(status.success(), "pki.sh failed");
+        let log = std::fs::File::create(dir.path().join("apiserver.log")).expect("log file");
+        let p = |f: &str| pki.join(f).to_string_lossy().into_owned();
+        let apiserver = Command::new(bin_dir().join("hakube-apiserver"))
+            .args(["--etcd-servers", &etcd.client_url])
+            .args([
+                "--secure-port",
+                &port.to_string(),
+                "--bind-address",
+                "127.0.0.1",
+            ])
+            .args([
+                "--tls-cert-file",
+                &p("apiserver.crt"),
+                "--tls-private-key-file",
+                &p("apiserver.key"),
+            ])
+            .args([
+                "--client-ca-file",
+                &p("ca.crt"),
+                "--token-auth-file",
+                &p("tokens.csv"),
+            ])
+            .args(["--service-account-key-file", &p("sa.pub")])
+            .args(["--service-account-signing-key-file", &p("sa.key")])
+            .args([
+                "--service-account-issuer",
+                "https://kubernetes.default.svc.cluster.local",
+            ])
+            .args(["--service-cluster-ip-range", "10.0.0.0/24"])
+            .args(extra_args)
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log)
+            .spawn()
+            .expect("hakube-apiserver is built (cargo build --workspace)");
+        let cp = ControlPlane {
+            etcd,
+            apiserver,
+            port,
+            url,
+            pki,
+            dir,
+        };
+        let readyz = format!("{}/readyz", cp.url);
+        let ca = cp.path("ca.crt");
+        wait_until("hakube-apiserver", Duration::from_secs(30), || {
+            Command::new("curl")
+                .args(["-sf", "--cacert", &ca, &readyz])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false)
+        });
+        cp
+    }
+
+    /// A file of the control plane's PKI.
+    pub fn path(&self, file: &str) -> String {
+        self.pki.join(file).to_string_lossy().into_owned()
+    }
+
+    pub fn admin_kubeconfig(&self) -> String {
+        self.path("admin.kubeconfig")
+    }
+
+    /// A kubeconfig for a bearer token.
+    pub fn token_kubeconfig(&self, name: &str, token: &str) -> String {
+        let path = self.dir.path().join(format!("{name}.kubeconfig"));
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: hakube\n  cluster:\n    server: {}\n    certificate-authority: {}\nusers:\n- name: {name}\n  user:\n    token: {token}\ncontexts:\n- name: hakube\n  context: {{cluster: hakube, user: {name}}}\ncurrent-context: hakube\n",
+            self.url,
+            self.path("ca.crt"),
+        );
+        std::fs::write(&path, text).expect("writing a kubeconfig");
+        path.to_string_lossy().into_owned()
+    }
+
+    /// Runs kubectl as the admin (client certificate).
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_as(&self.admin_kubeconfig(), args, None)
+    }
+
+    pub fn kubectl_as(&self, kubeconfig: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut cmd = Command::new("kubectl");
+        cmd.env("KUBECONFIG", kubeconfig)
+            .env("HOME", self.dir.path())
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            });
+        let mut child = cmd.spawn().expect("kubectl is installed");
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(input.as_bytes())
+                .expect("writing kubectl's stdin");
+        }
+        child.wait_with_output().expect("kubectl runs")
+    }
+
+    /// kubectl that must succeed; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// kubectl with a manifest on stdin that must succeed.
+    pub fn ok_stdin(&self, args: &[&str], manifest: &str) -> String {
+        let out = self.kubectl_as(&self.admin_kubeconfig(), args, Some(manifest));
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// kubectl that must fail; returns stderr.
+    pub fn fails(&self, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.kubectl_as(&self.admin_kubeconfig(), args, stdin);
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} should have failed but printed {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `kubectl get -o json` of one object.
+    pub fn get_json(&self, args: &[&str]) -> Value {
+        let mut all = vec!["get", "-o", "json"];
+        all.extend_from_slice(args);
+        serde_json::from_str(&self.ok(&all)).expect("kubectl printed JSON")
+    }
+
+    /// A raw HTTPS request as the admin, through curl: (status code, body).
+    pub fn curl(
+        &self,
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Option<&[u8]>,
+    ) -> (u16, Value) {
+        use std::io::Write;
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sk", "--http1.1", "-X", method, "-w", "\n%{http_code}"])
+            .args([
+                "--cert",
+                &self.path("admin.crt"),
+                "--key",
+                &self.path("admin.key"),
+            ])
+            .args(["-H", &format!("Content-Type: {content_type}")])
+            .arg(format!("{}{}", self.url, path))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if body.is_some() {
+            cmd.args(["--data-binary", "@-"]).stdin(Stdio::piped());
+        }
+        let mut child = cmd.spawn().expect("curl is installed");
+        if let (Some(b), Some(mut pipe)) = (body, child.stdin.take()) {
+            pipe.write_all(b).expect("writing curl's stdin");
+        }
+        let out = child.wait_with_output().expect("curl runs");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (
+            code.trim().parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
+        )
+    }
+
+    /// The API server's log so far, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("apiserver.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = self.apiserver.kill();
+        let _ = self.apiserver.wait();
+    }
+}
+
+/// Polls until `check` holds or the timeout passes.
+pub fn eventually(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    wait_until(what, timeout, &mut check);
+}
