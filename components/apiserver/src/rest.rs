@@ -588,10 +588,12 @@ fn claims_keys(state: &State, claims: Option<&Claims>) -> Vec<(String, String)> 
 
 /// Reads, mutates, checks and writes one object, retrying when a concurrent writer got there
 /// first unless the caller asked for a specific resourceVersion.
+/// `precondition` is the resourceVersion the client required, if any.
 pub async fn update_with<F>(
     state: &State,
     t: &Target,
     query: &HashMap<String, String>,
+    precondition: Option<String>,
     mut mutate: F,
 ) -> Result<Value, ApiError>
 where
@@ -606,8 +608,7 @@ where
             .map_err(store_error)?
             .ok_or_else(|| t.not_found())?;
         let candidate = mutate(&current.object)?;
-        let explicit_rv = objects::resource_version(&candidate).map(str::to_string);
-        if let Some(rv) = &explicit_rv {
+        if let Some(rv) = &precondition {
             if Some(rv.as_str()) != objects::resource_version(&current.object) {
                 return Err(status::conflict(
                     t.def.group,
@@ -657,7 +658,7 @@ where
                 crate::storage::set_resource_version(&mut new, rev);
                 return Ok(new);
             }
-            Err(StoreError::Conflict) | Err(StoreError::KeyExists(_)) if explicit_rv.is_none() => {
+            Err(StoreError::Conflict) | Err(StoreError::KeyExists(_)) if precondition.is_none() => {
                 continue
             }
             Err(StoreError::Conflict) => {
@@ -808,7 +809,11 @@ pub async fn update(
     let raw = decode_json(body)?;
     if t.sub == Some(Subresource::Scale) {
         let scale = raw;
-        let updated = update_with(state, t, query, |old| scale_mutation(t, old, &scale)).await?;
+        let precondition = objects::resource_version(&scale).map(str::to_string);
+        let updated = update_with(state, t, query, precondition, |old| {
+            scale_mutation(t, old, &scale)
+        })
+        .await?;
         return Ok((StatusCode::OK, to_scale(t.def, &updated)?));
     }
     let (api_version, kind) = kind_of(t.def);
@@ -830,7 +835,8 @@ pub async fn update(
             }
         }
     }
-    let updated = update_with(state, t, query, |_| Ok(object.clone())).await?;
+    let precondition = objects::resource_version(&object).map(str::to_string);
+    let updated = update_with(state, t, query, precondition, |_| Ok(object.clone())).await?;
     Ok((StatusCode::OK, to_wire(t.def, updated)))
 }
 
@@ -877,8 +883,9 @@ pub async fn patch(
             })
         }
     };
+    let precondition = patch_precondition(&patch_doc, merge);
     if t.sub == Some(Subresource::Scale) {
-        let updated = update_with(state, t, query, |old| {
+        let updated = update_with(state, t, query, precondition, |old| {
             let scale = apply(to_scale(t.def, old)?)?;
             scale_mutation(t, old, &scale)
         })
@@ -886,12 +893,31 @@ pub async fn patch(
         return Ok((StatusCode::OK, to_scale(t.def, &updated)?));
     }
     let (api_version, kind) = kind_of(t.def);
-    let updated = update_with(state, t, query, |old| {
+    let updated = update_with(state, t, query, precondition, |old| {
         let patched = apply(to_wire(t.def, old.clone()))?;
         to_storage(t.def, patched, (&api_version, kind))
     })
     .await?;
     Ok((StatusCode::OK, to_wire(t.def, updated)))
+}
+
+/// A `resourceVersion` a patch sets is a precondition on the object it patches.
+fn patch_precondition(patch_doc: &Value, merge: bool) -> Option<String> {
+    if merge {
+        return patch_doc
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+    }
+    patch_doc.as_array()?.iter().find_map(|op| {
+        let sets = matches!(
+            op.get("op").and_then(Value::as_str),
+            Some("add" | "replace")
+        );
+        (sets && op.get("path").and_then(Value::as_str) == Some("/metadata/resourceVersion"))
+            .then(|| op.get("value").and_then(Value::as_str).map(str::to_string))
+            .flatten()
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

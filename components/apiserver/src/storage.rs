@@ -237,7 +237,12 @@ impl Store {
             .await
             .map_err(StoreError::from_etcd)?;
         self.timed("list", begin);
-        let revision = resp.header().map(|h| h.revision()).unwrap_or(revision);
+        // A read at a past revision reports the store's current one in its header.
+        let revision = if revision > 0 {
+            revision
+        } else {
+            resp.header().map(|h| h.revision()).unwrap_or(0)
+        };
         let mut items = Vec::with_capacity(resp.kvs().len());
         for kv in resp.kvs() {
             items.push(Self::decode(kv.key(), kv.value(), kv.mod_revision())?);

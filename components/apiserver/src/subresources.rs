@@ -51,7 +51,7 @@ pub async fn bind(
         .and_then(Value::as_object)
         .cloned();
     let pod_name = t.name.clone().unwrap_or_default();
-    rest::update_with(state, t, query, |old| {
+    rest::update_with(state, t, query, None, |old| {
         if objects::is_deleting(old) {
             return Err(status::conflict(
                 "",

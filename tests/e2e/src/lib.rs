@@ -309,15 +309,29 @@ impl ControlPlane {
         content_type: &str,
         body: Option<&[u8]>,
     ) -> (u16, Value) {
+        let cert = [
+            "--cert".to_string(),
+            self.path("admin.crt"),
+            "--key".to_string(),
+            self.path("admin.key"),
+        ];
+        self.curl_as(&cert, method, path, content_type, body)
+    }
+
+    /// A raw HTTPS request with the given credentials (curl arguments), or none.
+    pub fn curl_as(
+        &self,
+        credentials: &[String],
+        method: &str,
+        path: &str,
+        content_type: &str,
+        body: Option<&[u8]>,
+    ) -> (u16, Value) {
         use std::io::Write;
         let mut cmd = Command::new("curl");
-        cmd.args(["-sk", "--http1.1", "-X", method, "-w", "\n%{http_code}"])
-            .args([
-                "--cert",
-                &self.path("admin.crt"),
-                "--key",
-                &self.path("admin.key"),
-            ])
+        cmd.args(["-s", "--http1.1", "-X", method, "-w", "\n%{http_code}"])
+            .args(["--cacert", &self.path("ca.crt")])
+            .args(credentials)
             .args(["-H", &format!("Content-Type: {content_type}")])
             .arg(format!("{}{}", self.url, path))
             .stdout(Stdio::piped())

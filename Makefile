@@ -1,0 +1,29 @@
+# hakube: `make up` runs the platform, `make test` runs every test (both install what they need).
+SHELL := /bin/bash
+export CARGO_TARGET_DIR ?= /var/tmp/hakube-target
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: deps build up down test lint bench
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	cargo build --workspace --bins
+
+up: build
+	@scripts/up.sh
+
+down:
+	@scripts/down.sh
+
+lint: deps
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+# Lint first, then every suite; the test runner's summary line is the last thing printed.
+test: build lint
+	scripts/test.sh
+
+bench: deps
+	scripts/bench.sh
