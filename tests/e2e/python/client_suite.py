@@ -1,0 +1,94 @@
+"""The Python `kubernetes` client against hakube-apiserver: list, create, read, replace,
+watch from a list's resourceVersion, delete, and 404 as ApiException.
+
+Run by tests/e2e/tests/python_client.rs with KUBECONFIG pointing at the server."""
+import sys
+import threading
+
+from kubernetes import client, config, watch
+from kubernetes.client.rest import ApiException
+
+
+def main() -> None:
+    config.load_kube_config()
+    core = client.CoreV1Api()
+    apps = client.AppsV1Api()
+
+    namespaces = [n.metadata.name for n in core.list_namespace().items]
+    assert "kube-system" in namespaces, namespaces
+
+    listed = core.list_namespaced_config_map("default")
+    start_rv = listed.metadata.resource_version
+    assert isinstance(listed.items, list)
+
+    seen = []
+    done = threading.Event()
+
+    def watcher() -> None:
+        w = watch.Watch()
+        for event in w.stream(core.list_namespaced_config_map, "default",
+                              resource_version=start_rv, timeout_seconds=20):
+            seen.append((event["type"], event["object"].metadata.name,
+                         (event["object"].data or {}).get("k")))
+            if event["type"] == "DELETED":
+                w.stop()
+        done.set()
+
+    thread = threading.Thread(target=watcher)
+    thread.start()
+
+    body = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="py-cm", labels={"from": "python"}),
+                              data={"k": "v1"})
+    created = core.create_namespaced_config_map("default", body)
+    assert created.metadata.uid, created
+    read = core.read_namespaced_config_map("py-cm", "default")
+    assert read.data == {"k": "v1"}, read.data
+    read.data["k"] = "v2"
+    replaced = core.replace_namespaced_config_map("py-cm", "default", read)
+    assert int(replaced.metadata.resource_version) > int(created.metadata.resource_version)
+
+    stale = read
+    stale.data["k"] = "v3"
+    try:
+        core.replace_namespaced_config_map("py-cm", "default", stale)
+        raise AssertionError("a stale replace must conflict")
+    except ApiException as e:
+        assert e.status == 409, e.status
+
+    labelled = core.list_namespaced_config_map("default", label_selector="from=python")
+    assert [c.metadata.name for c in labelled.items] == ["py-cm"]
+
+    deployment = client.V1Deployment(
+        metadata=client.V1ObjectMeta(name="py-web"),
+        spec=client.V1DeploymentSpec(
+            replicas=2,
+            selector=client.V1LabelSelector(match_labels={"app": "py-web"}),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels={"app": "py-web"}),
+                spec=client.V1PodSpec(containers=[client.V1Container(name="web", image="nginx:1.25")]))))
+    apps.create_namespaced_deployment("default", deployment)
+    assert apps.read_namespaced_deployment("py-web", "default").spec.strategy.type == "RollingUpdate"
+
+    deleted = core.delete_namespaced_config_map("py-cm", "default")
+    deleted = deleted if isinstance(deleted, dict) else deleted.to_dict()
+    assert deleted["status"] == "Success", deleted
+
+    try:
+        core.read_namespaced_config_map("py-cm", "default")
+        raise AssertionError("reading a deleted object must fail")
+    except ApiException as e:
+        assert e.status == 404, e.status
+
+    assert done.wait(30), "the watch did not see the delete"
+    thread.join()
+    expected = [("ADDED", "py-cm", "v1"), ("MODIFIED", "py-cm", "v2"), ("DELETED", "py-cm", "v2")]
+    assert seen == expected, seen
+    print("python client suite passed")
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except AssertionError as e:
+        print(f"assertion failed: {e}", file=sys.stderr)
+        raise
