@@ -2,17 +2,20 @@
 //! `serde_json::Value` objects: Kubernetes `Status` errors with upstream's
 //! codes and message texts ([`status`]), label and field selectors
 //! ([`labels`], [`fields`]), name and `ObjectMeta` validation
-//! ([`validation`]), and JSON merge / JSON patch application ([`patch`]).
+//! ([`validation`]), JSON merge / JSON patch application ([`patch`]), and
+//! decoding of Kubernetes protobuf request bodies into JSON ([`protobuf`]).
 #![forbid(unsafe_code)]
 
 pub mod fields;
 pub mod labels;
 pub mod patch;
+pub mod protobuf;
 pub mod status;
 pub mod validation;
 
 pub use fields::FieldSelector;
 pub use labels::{LabelSelector, Operator, Requirement, SelectorError};
 pub use patch::{json_patch, merge_patch, PatchError};
+pub use protobuf::ProtobufError;
 pub use status::{ApiError, StatusCause, StatusDetails, OBJECT_MODIFIED};
 pub use validation::{validate_object_meta, NameRule};

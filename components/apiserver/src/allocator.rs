@@ -119,7 +119,7 @@ impl ServiceRanges {
                     }
                     None => causes.push(StatusCause::invalid(
                         "spec.clusterIPs",
-                        &json!([requested]),
+                        json!([requested]),
                         "failed to allocate IP: range is full",
                     )),
                 },
@@ -128,13 +128,13 @@ impl ServiceRanges {
             match requested.parse::<Ipv4Addr>() {
                 Err(_) => causes.push(StatusCause::invalid(
                     "spec.clusterIPs",
-                    &json!([requested]),
+                    json!([requested]),
                     "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
                 )),
                 Ok(ip) if !self.contains_ip(ip) => causes.push(StatusCause::invalid(
                     "spec.clusterIPs",
-                    &json!([requested]),
-                    &format!(
+                    json!([requested]),
+                    format!(
                         "failed to allocate IP {requested}: provided IP is not in the valid range. The range of valid IPs is {}",
                         self.cluster_ips
                     ),
@@ -142,8 +142,8 @@ impl ServiceRanges {
                 Ok(_) if old_ip.as_deref() != Some(requested.as_str()) && taken_ips.contains(&requested) => {
                     causes.push(StatusCause::invalid(
                         "spec.clusterIPs",
-                        &json!([requested]),
-                        &format!("failed to allocate IP {requested}: provided IP is already allocated"),
+                        json!([requested]),
+                        format!("failed to allocate IP {requested}: provided IP is already allocated"),
                     ))
                 }
                 Ok(_) => {
@@ -172,6 +172,19 @@ impl ServiceRanges {
                         .collect()
                 })
                 .unwrap_or_default();
+            // Ports the user chose are never handed out automatically to a sibling port.
+            let requested_ports: HashSet<String> = service
+                .pointer("/spec/ports")
+                .and_then(Value::as_array)
+                .map(|ports| {
+                    ports
+                        .iter()
+                        .filter_map(|p| p.get("nodePort").and_then(Value::as_i64))
+                        .filter(|n| *n != 0)
+                        .map(|n| n.to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
             let mut chosen: HashSet<String> = HashSet::new();
             if let Some(ports) = service
                 .pointer_mut("/spec/ports")
@@ -195,9 +208,9 @@ impl ServiceRanges {
                     let assigned = match node_port {
                         Some(n) if !self.contains_port(n) => {
                             causes.push(StatusCause::invalid(
-                                &format!("spec.ports[{i}].nodePort"),
-                                &json!(n),
-                                &format!(
+                                format!("spec.ports[{i}].nodePort"),
+                                json!(n),
+                                format!(
                                     "provided port is not in the valid range. The range of valid ports is {}-{}",
                                     self.node_ports.0, self.node_ports.1
                                 ),
@@ -210,8 +223,8 @@ impl ServiceRanges {
                                 || chosen.contains(&n.to_string())
                             {
                                 causes.push(StatusCause::invalid(
-                                    &format!("spec.ports[{i}].nodePort"),
-                                    &json!(n),
+                                    format!("spec.ports[{i}].nodePort"),
+                                    json!(n),
                                     "provided port is already allocated",
                                 ));
                                 continue;
@@ -223,12 +236,13 @@ impl ServiceRanges {
                             None => {
                                 let mut unavailable = taken_ports.clone();
                                 unavailable.extend(chosen.iter().cloned());
+                                unavailable.extend(requested_ports.iter().cloned());
                                 match self.pick_port(&unavailable) {
                                     Some(n) => i64::from(n),
                                     None => {
                                         causes.push(StatusCause::invalid(
-                                            &format!("spec.ports[{i}].nodePort"),
-                                            &json!(0),
+                                            format!("spec.ports[{i}].nodePort"),
+                                            json!(0),
                                             "failed to allocate a nodePort: range is full",
                                         ));
                                         continue;

@@ -26,7 +26,7 @@ fn target(
     name: Option<&str>,
 ) -> Result<Target, ApiError> {
     let def = registry::lookup(group, "v1", plural).ok_or_else(|| {
-        hakube_apimachinery::status::internal(&format!("{plural} is not registered"))
+        hakube_apimachinery::status::internal(format!("{plural} is not registered"))
     })?;
     Ok(Target {
         def,

@@ -67,14 +67,14 @@ pub struct ObjectFieldSelector {
 impl ObjectFieldSelector {
     pub fn parse(def: &ResourceDef, raw: &str) -> Result<Self, ApiError> {
         let selector = hakube_apimachinery::fields::parse(raw)
-            .map_err(|e| status::bad_request(&format!("unable to parse fieldSelector: {e}")))?;
+            .map_err(|e| status::bad_request(format!("unable to parse fieldSelector: {e}")))?;
         let mut storage_names = Vec::new();
         for field in selector.fields() {
             let stored = storage_field(def, field);
             if !EVERYWHERE.contains(&stored.as_str())
                 && !supported(def.kind).contains(&stored.as_str())
             {
-                return Err(status::bad_request(&format!(
+                return Err(status::bad_request(format!(
                     "field label not supported: {field}"
                 )));
             }

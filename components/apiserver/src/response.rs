@@ -72,7 +72,7 @@ where
                     MAX_REQUEST_BODY as u64,
                 ))
             } else {
-                Err(hakube_apimachinery::status::bad_request(&format!(
+                Err(hakube_apimachinery::status::bad_request(format!(
                     "reading the request body: {e}"
                 )))
             }

@@ -7,6 +7,7 @@ use std::collections::{HashMap, HashSet};
 
 use hakube_apimachinery::labels::{self, LabelSelector};
 use hakube_apimachinery::patch;
+use hakube_apimachinery::protobuf::{self, ProtobufError};
 use hakube_apimachinery::status::{self, ApiError, StatusCause};
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Map, Value};
@@ -61,7 +62,7 @@ pub fn store_error(e: StoreError) -> ApiError {
         StoreError::Compacted => {
             status::expired("The resourceVersion for the provided list is too old.")
         }
-        other => status::internal(&other.to_string()),
+        other => status::internal(other.to_string()),
     }
 }
 
@@ -69,28 +70,30 @@ fn dry_run(query: &HashMap<String, String>) -> bool {
     query.get("dryRun").is_some_and(|v| v == "All")
 }
 
-fn decode_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        status::bad_request(&format!("couldn't get version/kind; json parse error: {e}"))
-    })
-}
-
-/// Only JSON bodies are accepted for create and update; no Content-Type means JSON.
-fn check_json_content(headers: &HeaderMap) -> Result<(), ApiError> {
+/// Decodes a create or update body: JSON (also when no Content-Type is sent, as the Python
+/// client does) or Kubernetes protobuf (kubectl's typed clients).
+pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> {
     let ct = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let media = ct.split(';').next().unwrap_or("").trim();
-    if media.is_empty() || media == "application/json" || media == "*/*" {
-        Ok(())
-    } else {
-        Err(status::unsupported_media_type(
-            media,
-            &["application/json", "application/yaml"],
-        ))
+    match media {
+        "" | "application/json" | "*/*" => serde_json::from_slice(body).map_err(|e| {
+            status::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        }),
+        protobuf::CONTENT_TYPE => protobuf::decode(body).map_err(|e| match e {
+            ProtobufError::Schema(_) => status::internal(e.to_string()),
+            ProtobufError::MissingMagic | ProtobufError::UnsupportedEnvelope { .. } => {
+                status::unsupported_media_type(media, BODY_TYPES)
+            }
+            other => status::bad_request(format!("decoding the protobuf body: {other}")),
+        }),
+        other => Err(status::unsupported_media_type(other, BODY_TYPES)),
     }
 }
+
+const BODY_TYPES: &[&str] = &["application/json", protobuf::CONTENT_TYPE];
 
 /// The request body, checked and decoded into its storage form (core/v1 for events).
 fn to_storage(
@@ -100,14 +103,14 @@ fn to_storage(
 ) -> Result<Value, ApiError> {
     let (api_version, kind) = expect;
     let Some(map) = object.as_object_mut() else {
-        return Err(status::bad_request(&format!(
+        return Err(status::bad_request(format!(
             "{kind} in version \"{}\" cannot be handled as a {kind}: expected a JSON object",
             api_version
         )));
     };
     match map.get("apiVersion").and_then(Value::as_str) {
         Some(v) if !v.is_empty() && v != api_version => {
-            return Err(status::bad_request(&format!(
+            return Err(status::bad_request(format!(
                 "the API version in the data ({v}) does not match the expected API version ({api_version})"
             )))
         }
@@ -115,7 +118,7 @@ fn to_storage(
     }
     match map.get("kind").and_then(Value::as_str) {
         Some(k) if !k.is_empty() && k != kind => {
-            return Err(status::bad_request(&format!(
+            return Err(status::bad_request(format!(
                 "the kind in the data ({k}) does not match the expected kind ({kind})"
             )))
         }
@@ -124,7 +127,7 @@ fn to_storage(
     map.insert("apiVersion".into(), json!(api_version));
     map.insert("kind".into(), json!(kind));
     let typed = (def.codec)(object).map_err(|e| {
-        status::bad_request(&format!(
+        status::bad_request(format!(
             "{kind} in version \"{}\" cannot be handled as a {kind}: {e}",
             def.version
         ))
@@ -178,7 +181,7 @@ pub struct Selectors {
 impl Selectors {
     pub fn parse(def: &ResourceDef, query: &HashMap<String, String>) -> Result<Self, ApiError> {
         let labels = match query.get("labelSelector") {
-            Some(s) => labels::parse(s).map_err(|e| status::bad_request(&e.to_string()))?,
+            Some(s) => labels::parse(s).map_err(|e| status::bad_request(e.to_string()))?,
             None => LabelSelector::everything(),
         };
         let fields = match query.get("fieldSelector").filter(|s| !s.is_empty()) {
@@ -231,7 +234,7 @@ fn decode_continue(token: &str) -> Result<ContinueToken, ApiError> {
 
 fn parse_rv(raw: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>()
-        .map_err(|_| status::bad_request(&format!("invalid resource version: {raw}")))
+        .map_err(|_| status::bad_request(format!("invalid resource version: {raw}")))
 }
 
 /// The revision a list reads at: 0 means "the latest", which is also a consistent read.
@@ -255,7 +258,7 @@ fn list_revision(query: &HashMap<String, String>) -> Result<i64, ApiError> {
             }
             Ok(0)
         }
-        Some(other) => Err(status::bad_request(&format!(
+        Some(other) => Err(status::bad_request(format!(
             "resourceVersionMatch: Unsupported value: \"{other}\": supported values: \"Exact\", \"NotOlderThan\""
         ))),
     }
@@ -270,7 +273,7 @@ pub async fn list(
     let limit: i64 = match query.get("limit").filter(|s| !s.is_empty()) {
         Some(l) => l
             .parse::<i64>()
-            .map_err(|_| status::bad_request(&format!("invalid limit: {l}")))?
+            .map_err(|_| status::bad_request(format!("invalid limit: {l}")))?
             .max(0),
         None => 0,
     };
@@ -387,15 +390,15 @@ pub async fn create(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(StatusCode, Value), ApiError> {
-    check_json_content(headers)?;
+    let decoded = decode_body(headers, body)?;
     match t.sub {
         Some(Subresource::Binding) => {
-            return crate::subresources::bind(state, t, query, body).await
+            return crate::subresources::bind(state, t, query, decoded).await
         }
         Some(Subresource::Eviction) => {
-            return crate::subresources::evict(state, t, query, body).await
+            return crate::subresources::evict(state, t, query, decoded).await
         }
-        Some(Subresource::Token) => return crate::subresources::token(state, t, body).await,
+        Some(Subresource::Token) => return crate::subresources::token(state, t, decoded).await,
         Some(_) => {
             return Err(status::method_not_allowed(
                 "create is not supported on this subresource",
@@ -404,7 +407,7 @@ pub async fn create(
         None => {}
     }
     let (api_version, kind) = kind_of(t.def);
-    let mut object = to_storage(t.def, decode_json(body)?, (&api_version, kind))?;
+    let mut object = to_storage(t.def, decoded, (&api_version, kind))?;
     if t.def.storage == Storage::Review {
         return crate::subresources::review(t.def, user, object);
     }
@@ -521,7 +524,7 @@ async fn namespace_accepts_content(
         .map_err(store_error)?
         .ok_or_else(|| status::not_found("", "namespaces", namespace))?;
     if objects::is_deleting(&ns.object) {
-        let mut err = status::forbidden(&format!(
+        let mut err = status::forbidden(format!(
             "{} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
             t.def.plural
         ));
@@ -674,7 +677,7 @@ where
                     t.def.group,
                     t.def.plural,
                     t.name(),
-                    &format!("{k} is already allocated"),
+                    format!("{k} is already allocated"),
                 ))
             }
             Err(e) => return Err(store_error(e)),
@@ -770,7 +773,7 @@ fn finish_update(t: &Target, old: &Value, candidate: Value) -> Result<Value, Api
         }
         Some(Subresource::Scale | Subresource::Binding) => candidate,
         Some(other) => {
-            return Err(status::method_not_allowed(&format!(
+            return Err(status::method_not_allowed(format!(
                 "update is not supported on {}",
                 other.name()
             )))
@@ -805,8 +808,7 @@ pub async fn update(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(StatusCode, Value), ApiError> {
-    check_json_content(headers)?;
-    let raw = decode_json(body)?;
+    let raw = decode_body(headers, body)?;
     if t.sub == Some(Subresource::Scale) {
         let scale = raw;
         let precondition = objects::resource_version(&scale).map(str::to_string);
@@ -820,7 +822,7 @@ pub async fn update(
     let object = to_storage(t.def, raw, (&api_version, kind))?;
     if let Some(body_name) = objects::name(&object) {
         if body_name != t.name() {
-            return Err(status::bad_request(&format!(
+            return Err(status::bad_request(format!(
                 "the name of the object ({body_name}) does not match the name on the URL ({})",
                 t.name()
             )));
@@ -867,7 +869,7 @@ pub async fn patch(
         other => return Err(status::unsupported_media_type(other, PATCH_TYPES)),
     };
     let patch_doc: Value = serde_json::from_slice(body)
-        .map_err(|e| status::bad_request(&format!("error decoding patch: {e}")))?;
+        .map_err(|e| status::bad_request(format!("error decoding patch: {e}")))?;
     let apply = |current: Value| -> Result<Value, ApiError> {
         if merge {
             let mut target = current;
@@ -934,7 +936,7 @@ fn selector_string(def: &ResourceDef, object: &Value) -> Result<String, ApiError
     };
     parsed
         .map(|s| s.to_string())
-        .map_err(|e| status::internal(&e.to_string()))
+        .map_err(|e| status::internal(e.to_string()))
 }
 
 /// The autoscaling/v1 Scale view of a workload.
@@ -1011,7 +1013,7 @@ fn delete_options(query: &HashMap<String, String>, body: &[u8]) -> Result<Delete
     let mut opts = DeleteOptions::default();
     if !body.iter().all(u8::is_ascii_whitespace) {
         let v: Value = serde_json::from_slice(body)
-            .map_err(|e| status::bad_request(&format!("error decoding DeleteOptions: {e}")))?;
+            .map_err(|e| status::bad_request(format!("error decoding DeleteOptions: {e}")))?;
         opts.grace_period = v.get("gracePeriodSeconds").and_then(Value::as_i64);
         opts.propagation = v
             .get("propagationPolicy")
@@ -1032,7 +1034,7 @@ fn delete_options(query: &HashMap<String, String>, body: &[u8]) -> Result<Delete
     if let Some(g) = query.get("gracePeriodSeconds") {
         opts.grace_period = Some(
             g.parse()
-                .map_err(|_| status::bad_request(&format!("invalid gracePeriodSeconds: {g}")))?,
+                .map_err(|_| status::bad_request(format!("invalid gracePeriodSeconds: {g}")))?,
         );
     }
     if let Some(p) = query.get("propagationPolicy") {
@@ -1046,7 +1048,7 @@ fn delete_options(query: &HashMap<String, String>, body: &[u8]) -> Result<Delete
                 "",
                 vec![StatusCause::not_supported(
                     "propagationPolicy",
-                    &json!(p),
+                    json!(p),
                     &["Foreground", "Background", "Orphan", "nil"],
                 )],
             ));
@@ -1104,7 +1106,7 @@ async fn delete_one(
                     t.def.group,
                     t.def.plural,
                     t.name(),
-                    &format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
+                    format!("Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"),
                 ));
             }
         }
@@ -1115,7 +1117,7 @@ async fn delete_one(
                     t.def.group,
                     t.def.plural,
                     t.name(),
-                    &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"),
+                    format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}"),
                 ));
             }
         }

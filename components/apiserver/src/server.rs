@@ -367,7 +367,7 @@ async fn resource(
 }
 
 fn method_not_allowed(method: &Method) -> ApiError {
-    status::method_not_allowed(&format!(
+    status::method_not_allowed(format!(
         "the server does not allow this method on the requested resource ({method})"
     ))
 }

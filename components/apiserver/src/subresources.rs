@@ -19,20 +19,13 @@ fn success(code: u16) -> Value {
     json!({"kind":"Status","apiVersion":"v1","metadata":{},"status":"Success","code":code})
 }
 
-fn decode(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        status::bad_request(&format!("couldn't get version/kind; json parse error: {e}"))
-    })
-}
-
 /// POST pods/{name}/binding: assigns the pod to a node, once.
 pub async fn bind(
     state: &State,
     t: &Target,
     query: &HashMap<String, String>,
-    body: &[u8],
+    binding: Value,
 ) -> Result<(StatusCode, Value), ApiError> {
-    let binding = decode(body)?;
     let node = binding
         .pointer("/target/name")
         .and_then(Value::as_str)
@@ -57,7 +50,7 @@ pub async fn bind(
                 "",
                 "pods/binding",
                 &pod_name,
-                &format!("pod {pod_name} is being deleted, cannot be assigned to a host"),
+                format!("pod {pod_name} is being deleted, cannot be assigned to a host"),
             ));
         }
         if let Some(current) = objects::str_at(old, "spec.nodeName").filter(|n| !n.is_empty()) {
@@ -65,7 +58,7 @@ pub async fn bind(
                 "",
                 "pods/binding",
                 &pod_name,
-                &format!("pod {pod_name} is already assigned to node \"{current}\""),
+                format!("pod {pod_name} is already assigned to node \"{current}\""),
             ));
         }
         let mut pod = old.clone();
@@ -111,9 +104,8 @@ pub async fn evict(
     state: &State,
     t: &Target,
     query: &HashMap<String, String>,
-    body: &[u8],
+    eviction: Value,
 ) -> Result<(StatusCode, Value), ApiError> {
-    let eviction = decode(body)?;
     let delete_options = eviction
         .get("deleteOptions")
         .filter(|v| !v.is_null())
@@ -276,14 +268,13 @@ async fn charge_budget(
 pub async fn token(
     state: &State,
     t: &Target,
-    body: &[u8],
+    request: Value,
 ) -> Result<(StatusCode, Value), ApiError> {
     let issuer = state.authn.issuer().ok_or_else(|| {
         status::bad_request(
             "serviceaccounts/token is disabled: the server has no --service-account-signing-key-file",
         )
     })?;
-    let request = decode(body)?;
     let namespace = t.namespace.clone().unwrap_or_default();
     let sa_name = t.name.clone().unwrap_or_default();
     let spec = request.get("spec").cloned().unwrap_or(json!({}));
@@ -305,7 +296,7 @@ pub async fn token(
             &sa_name,
             vec![StatusCause::invalid(
                 "spec.expirationSeconds",
-                &json!(expiration),
+                json!(expiration),
                 "may not specify a duration less than 10 minutes",
             )],
         ));
@@ -317,7 +308,7 @@ pub async fn token(
             &sa_name,
             vec![StatusCause::invalid(
                 "spec.expirationSeconds",
-                &json!(expiration),
+                json!(expiration),
                 "may not specify a duration larger than 2^32 seconds",
             )],
         ));
@@ -353,7 +344,7 @@ pub async fn token(
                     &sa_name,
                     vec![StatusCause::not_supported(
                         "spec.boundObjectRef.kind",
-                        &json!(other),
+                        json!(other),
                         &["Pod", "Secret", "Node"],
                     )],
                 ))
@@ -376,7 +367,7 @@ pub async fn token(
                     "",
                     segment,
                     name,
-                    &format!("the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"),
+                    format!("the UID in the bound object reference ({uid}) does not match the UID in record. The object might have been deleted and then recreated"),
                 ));
             }
         }
@@ -393,7 +384,7 @@ pub async fn token(
     });
     let token = issuer
         .sign(claims)
-        .map_err(|e| status::internal(&e.to_string()))?;
+        .map_err(|e| status::internal(e.to_string()))?;
     let expires = chrono::DateTime::from_timestamp(now + expiration, 0)
         .map(|t| t.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_default();

@@ -33,7 +33,7 @@ pub fn validate(def: &ResourceDef, object: &Value) -> Vec<StatusCause> {
             if !matches!(restart, Some("Never" | "OnFailure")) {
                 causes.push(StatusCause::not_supported(
                     "spec.template.spec.restartPolicy",
-                    &json!(restart.unwrap_or("")),
+                    json!(restart.unwrap_or("")),
                     &["OnFailure", "Never"],
                 ));
             }
@@ -103,15 +103,13 @@ pub fn validate_update(def: &ResourceDef, old: &Value, new: &Value) -> Vec<Statu
             immutable("spec.volumeName", &mut causes);
             immutable("spec.accessModes", &mut causes);
         }
-        "Secret" | "ConfigMap" => {
-            if at(old, "immutable").and_then(Value::as_bool) == Some(true) {
-                for path in ["data", "binaryData", "stringData", "immutable"] {
-                    if at(old, path) != at(new, path) {
-                        causes.push(StatusCause::forbidden(
-                            path,
-                            "field is immutable when `immutable` is set",
-                        ));
-                    }
+        "Secret" | "ConfigMap" if at(old, "immutable").and_then(Value::as_bool) == Some(true) => {
+            for path in ["data", "binaryData", "stringData", "immutable"] {
+                if at(old, path) != at(new, path) {
+                    causes.push(StatusCause::forbidden(
+                        path,
+                        "field is immutable when `immutable` is set",
+                    ));
                 }
             }
         }
@@ -125,7 +123,7 @@ fn non_negative(object: &Value, path: &str, causes: &mut Vec<StatusCause>) {
         if v < 0 {
             causes.push(StatusCause::invalid(
                 path,
-                &json!(v),
+                json!(v),
                 "must be greater than or equal to 0",
             ));
         }
@@ -135,7 +133,7 @@ fn non_negative(object: &Value, path: &str, causes: &mut Vec<StatusCause>) {
 fn template_spec(object: &Value, path: &str, causes: &mut Vec<StatusCause>) {
     match at(object, &format!("{path}.spec")) {
         Some(spec) => pod_spec(spec, &format!("{path}.spec"), causes),
-        None => causes.push(StatusCause::required(&format!("{path}.spec"))),
+        None => causes.push(StatusCause::required(format!("{path}.spec"))),
     }
 }
 
@@ -162,22 +160,21 @@ fn workload(kind: &str, object: &Value, causes: &mut Vec<StatusCause>) {
             at(object, "spec.selector").unwrap_or(&Value::Null),
             "empty selector is invalid for deployment",
         )),
-        Some(Ok(sel)) => {
-            if !sel.matches(template_labels) {
-                causes.push(StatusCause::invalid(
-                    "spec.template.metadata.labels",
-                    &template_labels
-                        .cloned()
-                        .map(Value::Object)
-                        .unwrap_or(Value::Null),
-                    "`selector` does not match template `labels`",
-                ));
-            }
+        Some(Ok(sel)) if !sel.matches(template_labels) => {
+            causes.push(StatusCause::invalid(
+                "spec.template.metadata.labels",
+                template_labels
+                    .cloned()
+                    .map(Value::Object)
+                    .unwrap_or(Value::Null),
+                "`selector` does not match template `labels`",
+            ));
         }
+        Some(Ok(_)) => {}
         Some(Err(e)) => causes.push(StatusCause::invalid(
             "spec.selector",
             at(object, "spec.selector").unwrap_or(&Value::Null),
-            &e.to_string(),
+            e.to_string(),
         )),
         None => {}
     }
@@ -187,7 +184,7 @@ fn workload(kind: &str, object: &Value, causes: &mut Vec<StatusCause>) {
         if restart.is_some_and(|r| r != "Always") {
             causes.push(StatusCause::not_supported(
                 "spec.template.spec.restartPolicy",
-                &json!(restart),
+                json!(restart),
                 &["Always"],
             ));
         }
@@ -205,7 +202,7 @@ fn pod_spec(spec: &Value, path: &str, causes: &mut Vec<StatusCause>) {
     let containers = spec.get("containers").and_then(Value::as_array);
     match containers {
         Some(c) if !c.is_empty() => {}
-        _ => causes.push(StatusCause::required(&format!("{path}.containers"))),
+        _ => causes.push(StatusCause::required(format!("{path}.containers"))),
     }
     let mut names: Vec<&str> = Vec::new();
     for list in ["initContainers", "containers"] {
@@ -219,20 +216,17 @@ fn pod_spec(spec: &Value, path: &str, causes: &mut Vec<StatusCause>) {
                 .and_then(Value::as_str)
                 .filter(|s| !s.is_empty())
             {
-                None => causes.push(StatusCause::required(&format!("{field}.name"))),
+                None => causes.push(StatusCause::required(format!("{field}.name"))),
                 Some(name) => {
                     for msg in validation::dns1123_label(name) {
                         causes.push(StatusCause::invalid(
-                            &format!("{field}.name"),
-                            &json!(name),
+                            format!("{field}.name"),
+                            json!(name),
                             &msg,
                         ));
                     }
                     if names.contains(&name) {
-                        causes.push(StatusCause::duplicate(
-                            &format!("{field}.name"),
-                            &json!(name),
-                        ));
+                        causes.push(StatusCause::duplicate(format!("{field}.name"), json!(name)));
                     }
                     names.push(name);
                 }
@@ -241,7 +235,7 @@ fn pod_spec(spec: &Value, path: &str, causes: &mut Vec<StatusCause>) {
                 .and_then(Value::as_str)
                 .is_none_or(|s| s.trim().is_empty())
             {
-                causes.push(StatusCause::required(&format!("{field}.image")));
+                causes.push(StatusCause::required(format!("{field}.image")));
             }
             if let Some(ports) = c.get("ports").and_then(Value::as_array) {
                 for (j, p) in ports.iter().enumerate() {
@@ -260,8 +254,8 @@ fn pod_spec(spec: &Value, path: &str, causes: &mut Vec<StatusCause>) {
     if let Some(policy) = spec.get("restartPolicy").and_then(Value::as_str) {
         if !matches!(policy, "Always" | "OnFailure" | "Never") {
             causes.push(StatusCause::not_supported(
-                &format!("{path}.restartPolicy"),
-                &json!(policy),
+                format!("{path}.restartPolicy"),
+                json!(policy),
                 &["Always", "OnFailure", "Never"],
             ));
         }
@@ -270,8 +264,8 @@ fn pod_spec(spec: &Value, path: &str, causes: &mut Vec<StatusCause>) {
         const DNS: &[&str] = &["ClusterFirstWithHostNet", "ClusterFirst", "Default", "None"];
         if !DNS.contains(&policy) {
             causes.push(StatusCause::not_supported(
-                &format!("{path}.dnsPolicy"),
-                &json!(policy),
+                format!("{path}.dnsPolicy"),
+                json!(policy),
                 DNS,
             ));
         }
@@ -285,7 +279,7 @@ fn port_number(v: Option<&Value>, field: &str, required: bool, causes: &mut Vec<
         Some(0) if !required => {}
         Some(p) if !(1..=65535).contains(&p) => causes.push(StatusCause::invalid(
             field,
-            &json!(p),
+            json!(p),
             "must be between 1 and 65535, inclusive",
         )),
         Some(_) => {}
@@ -342,7 +336,7 @@ fn service(object: &Value, causes: &mut Vec<StatusCause>) {
         .unwrap_or("ClusterIP");
     const TYPES: &[&str] = &["ClusterIP", "NodePort", "LoadBalancer", "ExternalName"];
     if !TYPES.contains(&ty) {
-        causes.push(StatusCause::not_supported("spec.type", &json!(ty), TYPES));
+        causes.push(StatusCause::not_supported("spec.type", json!(ty), TYPES));
         return;
     }
     let headless = at(object, "spec.clusterIP").and_then(Value::as_str) == Some("None");
@@ -369,19 +363,16 @@ fn service(object: &Value, causes: &mut Vec<StatusCause>) {
             .unwrap_or("")
             .to_string();
         if many && name.is_empty() {
-            causes.push(StatusCause::required(&format!("{field}.name")));
+            causes.push(StatusCause::required(format!("{field}.name")));
         } else if !name.is_empty() && names.contains(&name) {
-            causes.push(StatusCause::duplicate(
-                &format!("{field}.name"),
-                &json!(name),
-            ));
+            causes.push(StatusCause::duplicate(format!("{field}.name"), json!(name)));
         }
         names.push(name);
         let protocol = p.get("protocol").and_then(Value::as_str).unwrap_or("TCP");
         if !matches!(protocol, "TCP" | "UDP" | "SCTP") {
             causes.push(StatusCause::not_supported(
-                &format!("{field}.protocol"),
-                &json!(protocol),
+                format!("{field}.protocol"),
+                json!(protocol),
                 &["SCTP", "TCP", "UDP"],
             ));
         }
@@ -389,8 +380,8 @@ fn service(object: &Value, causes: &mut Vec<StatusCause>) {
             let key = (port, protocol.to_string());
             if seen.contains(&key) {
                 causes.push(StatusCause::duplicate(
-                    &format!("{field}"),
-                    &json!({"port": port, "protocol": protocol}),
+                    field.to_string(),
+                    json!({"port": port, "protocol": protocol}),
                 ));
             }
             seen.push(key);
@@ -401,7 +392,7 @@ fn service(object: &Value, causes: &mut Vec<StatusCause>) {
             && ty == "ClusterIP"
         {
             causes.push(StatusCause::forbidden(
-                &format!("{field}.nodePort"),
+                format!("{field}.nodePort"),
                 "may not be used when `type` is 'ClusterIP'",
             ));
         }
@@ -421,8 +412,8 @@ fn config_keys(object: &Value, fields: &[&str], causes: &mut Vec<StatusCause>) {
                     .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
             if !valid_chars || key.len() > 253 || key == "." || key == ".." {
                 causes.push(StatusCause::invalid(
-                    &format!("{field}[{key}]"),
-                    &json!(key),
+                    format!("{field}[{key}]"),
+                    json!(key),
                     "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')",
                 ));
             }

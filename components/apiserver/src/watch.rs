@@ -74,12 +74,12 @@ fn parse(t: &Target, query: &HashMap<String, String>) -> Result<WatchRequest, Ap
         },
         _ => Start::After(
             rv.parse::<i64>()
-                .map_err(|_| status::bad_request(&format!("invalid resource version: {rv}")))?,
+                .map_err(|_| status::bad_request(format!("invalid resource version: {rv}")))?,
         ),
     };
     let timeout = match query.get("timeoutSeconds").filter(|s| !s.is_empty()) {
         Some(s) => Some(Duration::from_secs(s.parse::<u64>().map_err(|_| {
-            status::bad_request(&format!("invalid timeoutSeconds: {s}"))
+            status::bad_request(format!("invalid timeoutSeconds: {s}"))
         })?)),
         None => None,
     };

@@ -141,6 +141,48 @@ fn service_account_tokens_authenticate_until_their_pod_goes() {
 }
 
 #[test]
+fn kubectl_create_token_and_auth_whoami() {
+    let cp = ControlPlane::start();
+    cp.ok(&["create", "serviceaccount", "robot"]);
+    let token = cp
+        .ok(&["create", "token", "robot", "--duration=20m"])
+        .trim()
+        .to_string();
+    let kubeconfig = cp.token_kubeconfig("robot", &token);
+    let out = cp.kubectl_as(&kubeconfig, &["auth", "whoami", "-o", "json"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let review: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        review["status"]["userInfo"]["username"],
+        "system:serviceaccount:default:robot"
+    );
+    let me: Value = serde_json::from_str(&cp.ok(&["auth", "whoami", "-o", "json"])).unwrap();
+    assert_eq!(me["status"]["userInfo"]["username"], "kubernetes-admin");
+    // A token bound to a pod, through kubectl.
+    cp.ok_stdin(
+        CREATE,
+        &json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"worker"},"spec":{"serviceAccountName":"robot","containers":[{"name":"c","image":"busybox:1.36"}]}}).to_string(),
+    );
+    let bound = cp.ok(&[
+        "create",
+        "token",
+        "robot",
+        "--bound-object-kind=Pod",
+        "--bound-object-name=worker",
+    ]);
+    let (code, review) = whoami(&cp, &bearer(bound.trim()));
+    assert_eq!(code, 201);
+    assert_eq!(
+        review["status"]["userInfo"]["extra"]["authentication.kubernetes.io/pod-name"],
+        json!(["worker"])
+    );
+}
+
+#[test]
 fn token_requests_are_validated() {
     let cp = ControlPlane::start();
     let (code, status) = request_token(&cp, "missing", json!({}));

@@ -428,3 +428,72 @@ fn terminating_namespaces_accept_no_new_content() {
     );
     assert!(err.contains("namespaces \"ghost\" not found"), "{err}");
 }
+
+#[test]
+fn typed_create_commands_send_protobuf_and_work() {
+    let cp = ControlPlane::start();
+    cp.ok(&["create", "namespace", "team-a"]);
+    cp.ok(&[
+        "create",
+        "configmap",
+        "settings",
+        "-n",
+        "team-a",
+        "--from-literal=mode=fast",
+    ]);
+    cp.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "creds",
+        "-n",
+        "team-a",
+        "--from-literal=password=hunter2",
+    ]);
+    cp.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "team-a",
+        "--image=nginx:1.25",
+        "--replicas=2",
+    ]);
+    cp.ok(&["create", "serviceaccount", "robot", "-n", "team-a"]);
+    cp.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "web",
+        "-n",
+        "team-a",
+        "--tcp=80:8080",
+    ]);
+    assert_eq!(
+        cp.get_json(&["cm", "settings", "-n", "team-a"])["data"]["mode"],
+        "fast"
+    );
+    assert_eq!(
+        cp.get_json(&["secret", "creds", "-n", "team-a"])["data"]["password"],
+        "aHVudGVyMg=="
+    );
+    let d = cp.get_json(&["deploy", "web", "-n", "team-a"]);
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.25"
+    );
+    assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "web");
+    let svc = cp.get_json(&["svc", "web", "-n", "team-a"]);
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
+    assert!(svc["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .starts_with("10.0.0."));
+    // Bad input through the typed path is still a clean Status.
+    let err = cp.fails(&["create", "configmap", "Bad_Name", "-n", "team-a"], None);
+    assert!(
+        err.contains("metadata.name: Invalid value: \"Bad_Name\""),
+        "{err}"
+    );
+}

@@ -86,17 +86,32 @@ mod tests {
     #[test]
     fn rfc3339_matches_known_dates() {
         assert_eq!(rfc3339(0, None).unwrap(), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_704_067_200, None).unwrap(), "2024-01-01T00:00:00Z");
+        assert_eq!(
+            rfc3339(1_704_067_200, None).unwrap(),
+            "2024-01-01T00:00:00Z"
+        );
         // Leap day and end of a leap year.
-        assert_eq!(rfc3339(1_709_210_096, None).unwrap(), "2024-02-29T12:34:56Z");
-        assert_eq!(rfc3339(1_735_689_599, None).unwrap(), "2024-12-31T23:59:59Z");
+        assert_eq!(
+            rfc3339(1_709_210_096, None).unwrap(),
+            "2024-02-29T12:34:56Z"
+        );
+        assert_eq!(
+            rfc3339(1_735_689_599, None).unwrap(),
+            "2024-12-31T23:59:59Z"
+        );
         assert_eq!(rfc3339(-1, None).unwrap(), "1969-12-31T23:59:59Z");
         assert_eq!(
             rfc3339(951_782_400, Some(42)).unwrap(),
             "2000-02-29T00:00:00.000042Z"
         );
-        assert_eq!(rfc3339(GO_ZERO_TIME_SECONDS, None).unwrap(), "0001-01-01T00:00:00Z");
-        assert_eq!(rfc3339(253_402_300_799, None).unwrap(), "9999-12-31T23:59:59Z");
+        assert_eq!(
+            rfc3339(GO_ZERO_TIME_SECONDS, None).unwrap(),
+            "0001-01-01T00:00:00Z"
+        );
+        assert_eq!(
+            rfc3339(253_402_300_799, None).unwrap(),
+            "9999-12-31T23:59:59Z"
+        );
         assert_eq!(rfc3339(253_402_300_800, None), None);
         assert_eq!(rfc3339(i64::MIN, None), None);
         assert_eq!(rfc3339(i64::MAX, None), None);

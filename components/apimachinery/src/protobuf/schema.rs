@@ -8,6 +8,9 @@ use serde_json::Value;
 
 const SCHEMA_JSON: &str = include_str!("../protobuf_schema.json");
 
+// The schema is embedded in every binary; keep it small.
+const _: () = assert!(SCHEMA_JSON.len() < 1024 * 1024);
+
 pub(super) const META_V1: &str = "k8s.io.apimachinery.pkg.apis.meta.v1";
 
 /// Protobuf scalar types.
@@ -79,7 +82,6 @@ pub(super) enum Shape {
 
 #[derive(Debug, Clone)]
 pub(super) struct Field {
-    pub(super) number: u32,
     /// JSON member name; empty for inline fields, `-` for fields Go's JSON skips.
     pub(super) json_name: String,
     pub(super) shape: Shape,
@@ -121,7 +123,6 @@ impl Special {
 
 #[derive(Debug, Clone)]
 pub(super) struct Message {
-    pub(super) name: String,
     /// A top-level kind (its Go struct embeds TypeMeta).
     pub(super) is_kind: bool,
     /// A named Go slice such as `ExtraValue`; its JSON is the `items` array.
@@ -136,11 +137,6 @@ impl Message {
     pub(super) fn field(&self, number: u32) -> Option<(usize, &Field)> {
         let i = *self.by_number.get(&number)?;
         Some((i, &self.fields[i]))
-    }
-
-    /// The unqualified message name, for error paths.
-    pub(super) fn short_name(&self) -> &str {
-        self.name.rsplit('.').next().unwrap_or(&self.name)
     }
 }
 
@@ -174,7 +170,9 @@ impl Schema {
             .ok_or("missing groupVersions")?
             .iter()
             .map(|(gv, pkg)| {
-                let pkg = pkg.as_str().ok_or(format!("groupVersions.{gv} is not a string"))?;
+                let pkg = pkg
+                    .as_str()
+                    .ok_or(format!("groupVersions.{gv} is not a string"))?;
                 Ok((gv.clone(), pkg.to_string()))
             })
             .collect::<Result<HashMap<_, _>, String>>()?;
@@ -218,12 +216,13 @@ impl Schema {
                 let shape = match (fl.chars().next(), first) {
                     (Some('o'), t) => Shape::Single(t),
                     (Some('r'), t) => Shape::Repeated(t),
-                    (Some('m'), Ty::Scalar(key)) => Shape::Map(key, ty(parts.get(4).ok_or_else(bad)?)?),
+                    (Some('m'), Ty::Scalar(key)) => {
+                        Shape::Map(key, ty(parts.get(4).ok_or_else(bad)?)?)
+                    }
                     _ => return Err(bad()),
                 };
                 by_number.insert(number, parsed.len());
                 parsed.push(Field {
-                    number,
                     json_name: json_name.to_string(),
                     shape,
                     inline: fl.contains('i'),
@@ -232,7 +231,6 @@ impl Schema {
             }
             by_name.insert(name.clone(), index);
             messages.push(Message {
-                name: name.clone(),
                 is_kind: flags.contains('k'),
                 list_wrapper: flags.contains('w'),
                 special: Special::for_message(name),
