@@ -37,6 +37,22 @@ fn target(
 }
 
 async fn create_if_absent(state: &State, t: &Target, object: Value) -> Result<(), ApiError> {
+    // Checked first: a Service that exists holds its address, and a second create of it would
+    // fail allocation before it could fail as a duplicate.
+    let name = object
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let key = state.store.key(t.segment(), t.namespace.as_deref(), name);
+    if state
+        .store
+        .get(&key)
+        .await
+        .map_err(rest::store_error)?
+        .is_some()
+    {
+        return Ok(());
+    }
     let body = serde_json::to_vec(&object).unwrap_or_default();
     let system = UserInfo {
         name: "system:apiserver".into(),

@@ -12,6 +12,7 @@ pub mod discovery;
 pub mod events;
 pub mod fieldsel;
 pub mod metrics;
+pub mod namespaces;
 pub mod objects;
 pub mod options;
 pub mod registry;
@@ -43,6 +44,7 @@ pub struct State {
     /// `host:port` clients are told to use, in `/api`'s serverAddressByClientCIDRs.
     pub server_address: String,
     pub anonymous_auth: bool,
+    pub namespaces: Arc<namespaces::NamespaceCache>,
     /// Becomes true when the server starts shutting down; open watches end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -202,8 +204,15 @@ pub async fn run(
         service_ranges,
         server_address: SocketAddr::new(advertise, opts.secure_port).to_string(),
         anonymous_auth: opts.anonymous_auth,
+        namespaces: Arc::default(),
         shutdown: shutdown_rx.clone(),
     });
+    tokio::spawn(
+        state
+            .namespaces
+            .clone()
+            .run(state.store.clone(), shutdown_rx.clone()),
+    );
     bootstrap::ensure_defaults(&state, opts.secure_port)
         .await
         .map_err(|e| StartError::Bootstrap(e.message))?;

@@ -517,13 +517,13 @@ async fn namespace_accepts_content(
     namespace: &str,
     name: &str,
 ) -> Result<(), ApiError> {
-    let ns = state
-        .store
-        .get(&state.store.key("namespaces", None, namespace))
+    let phase = state
+        .namespaces
+        .phase(&state.store, namespace)
         .await
         .map_err(store_error)?
         .ok_or_else(|| status::not_found("", "namespaces", namespace))?;
-    if objects::is_deleting(&ns.object) {
+    if phase == crate::namespaces::Phase::Terminating {
         let mut err = status::forbidden(format!(
             "{} \"{name}\" is forbidden: unable to create new content in namespace {namespace} because it is being terminated",
             t.def.plural

@@ -36,6 +36,7 @@ async fn state(etcd: &Etcd, cluster_ips: &str) -> Arc<State> {
         },
         server_address: "127.0.0.1:6443".into(),
         anonymous_auth: false,
+        namespaces: Arc::default(),
         shutdown: rx,
     });
     hakube_apiserver::bootstrap::ensure_defaults(&state, 6443)

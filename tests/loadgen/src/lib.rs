@@ -237,22 +237,43 @@ pub async fn run_apiserver(
     .await)
 }
 
-/// Puts the same keys and sizes straight into etcd with `concurrency` concurrent writers.
+/// How the raw etcd side writes each key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EtcdWrite {
+    /// A plain put.
+    Put,
+    /// A transaction that puts only if the key does not exist: the API server's create.
+    CreateTxn,
+}
+
+/// Writes the same keys and sizes straight into etcd with `concurrency` concurrent writers.
 pub async fn run_etcd(
     endpoint: &str,
+    mode: EtcdWrite,
     concurrency: usize,
     duration: Duration,
     size: usize,
     run_id: &str,
 ) -> Result<Outcome, LoadError> {
     let client = etcd_client::Client::connect([endpoint], None).await?;
-    let run_id = Arc::new(run_id.to_string());
+    let run_id = Arc::new(format!("{run_id}-{mode:?}"));
     Ok(drive(concurrency, duration, move |worker, n| {
         let mut kv = client.kv_client();
         let name = format!("{run_id}-w{worker}-{n}");
         let key = format!("/raw/configmaps/bench/{name}");
         let value = configmap(&name, size);
-        async move { kv.put(key, value, None).await.is_ok() }
+        async move {
+            match mode {
+                EtcdWrite::Put => kv.put(key, value, None).await.is_ok(),
+                EtcdWrite::CreateTxn => {
+                    use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+                    let txn = Txn::new()
+                        .when([Compare::create_revision(key.as_str(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(key.as_str(), value, None)]);
+                    kv.txn(txn).await.is_ok_and(|r| r.succeeded())
+                }
+            }
+        }
     })
     .await)
 }

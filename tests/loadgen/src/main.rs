@@ -40,14 +40,18 @@ async fn main() -> std::process::ExitCode {
         cert: &args.cert,
         key: &args.key,
     };
-    let etcd =
-        hakube_loadgen::run_etcd(&args.etcd, args.concurrency, duration, args.size, &run_id).await;
-    let api =
-        hakube_loadgen::run_apiserver(&target, args.concurrency, duration, args.size, &run_id)
-            .await;
-    match (etcd, api) {
-        (Ok(etcd), Ok(api)) => {
-            for (name, o) in [("etcd (raw put)", &etcd), ("hakube-apiserver (POST)", &api)] {
+    use hakube_loadgen::{run_apiserver, run_etcd, EtcdWrite};
+    let (c, size) = (args.concurrency, args.size);
+    let put = run_etcd(&args.etcd, EtcdWrite::Put, c, duration, size, &run_id).await;
+    let txn = run_etcd(&args.etcd, EtcdWrite::CreateTxn, c, duration, size, &run_id).await;
+    let api = run_apiserver(&target, c, duration, size, &run_id).await;
+    match (put, txn, api) {
+        (Ok(put), Ok(txn), Ok(api)) => {
+            for (name, o) in [
+                ("etcd (raw put)", &put),
+                ("etcd (create txn)", &txn),
+                ("hakube-apiserver (POST)", &api),
+            ] {
                 println!(
                     "{name:<26} {:>9.0} writes/s  p50 {:>7.2} ms  p99 {:>7.2} ms  ({} writes, {} errors)",
                     o.rate(),
@@ -57,10 +61,14 @@ async fn main() -> std::process::ExitCode {
                     o.errors
                 );
             }
-            println!("ratio apiserver/etcd: {:.2}", api.rate() / etcd.rate());
+            println!("ratio apiserver/etcd put: {:.2}", api.rate() / put.rate());
+            println!(
+                "ratio apiserver/etcd create txn: {:.2}",
+                api.rate() / txn.rate()
+            );
             std::process::ExitCode::SUCCESS
         }
-        (Err(e), _) | (_, Err(e)) => {
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             eprintln!("load run failed: {e}");
             std::process::ExitCode::FAILURE
         }
