@@ -37,18 +37,43 @@ pub enum LoadError {
 }
 
 /// What one run measured.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Outcome {
-    pub writes: u64,
     pub errors: u64,
     pub elapsed: Duration,
-    pub p50: Duration,
-    pub p99: Duration,
+    /// Latency of every successful write.
+    pub latencies: Vec<Duration>,
 }
 
 impl Outcome {
+    pub fn empty() -> Self {
+        Outcome::default()
+    }
+
+    /// Two runs (rounds) as one.
+    pub fn merge(mut self, other: Outcome) -> Outcome {
+        self.errors += other.errors;
+        self.elapsed += other.elapsed;
+        self.latencies.extend(other.latencies);
+        self
+    }
+
+    pub fn writes(&self) -> u64 {
+        self.latencies.len() as u64
+    }
+
     pub fn rate(&self) -> f64 {
-        self.writes as f64 / self.elapsed.as_secs_f64()
+        self.writes() as f64 / self.elapsed.as_secs_f64()
+    }
+
+    pub fn percentile(&self, p: f64) -> Duration {
+        let mut sorted = self.latencies.clone();
+        sorted.sort();
+        if sorted.is_empty() {
+            return Duration::ZERO;
+        }
+        let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+        sorted[i.min(sorted.len() - 1)]
     }
 }
 
@@ -143,14 +168,6 @@ async fn ensure_namespace(
     Ok(())
 }
 
-fn percentile(sorted: &[Duration], p: f64) -> Duration {
-    if sorted.is_empty() {
-        return Duration::ZERO;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i.min(sorted.len() - 1)]
-}
-
 async fn drive<F, Fut>(concurrency: usize, duration: Duration, op: F) -> Outcome
 where
     F: Fn(usize, u64) -> Fut + Clone + Send + 'static,
@@ -184,14 +201,10 @@ where
             latencies.extend(l);
         }
     }
-    let elapsed = start.elapsed();
-    latencies.sort();
     Outcome {
-        writes: latencies.len() as u64,
         errors: errors.load(Ordering::Relaxed),
-        elapsed,
-        p50: percentile(&latencies, 0.5),
-        p99: percentile(&latencies, 0.99),
+        elapsed: start.elapsed(),
+        latencies,
     }
 }
 
