@@ -647,7 +647,7 @@ where
             return Ok(new);
         }
         if deletion_complete(&new) {
-            return delete_now(state, t, &key, &current, new, query).await;
+            return delete_now(state, t, &key, &current, new, false).await;
         }
         if t.def.kind == "Event" {
             extras.lease = Some(state.store.event_lease().await.map_err(store_error)?);
@@ -1003,6 +1003,7 @@ fn scale_mutation(t: &Target, old: &Value, scale: &Value) -> Result<Value, ApiEr
 
 #[derive(Debug, Default)]
 struct DeleteOptions {
+    dry_run: bool,
     grace_period: Option<i64>,
     propagation: Option<String>,
     uid_precondition: Option<String>,
@@ -1014,6 +1015,10 @@ fn delete_options(query: &HashMap<String, String>, body: &[u8]) -> Result<Delete
     if !body.iter().all(u8::is_ascii_whitespace) {
         let v: Value = serde_json::from_slice(body)
             .map_err(|e| status::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        opts.dry_run = v
+            .get("dryRun")
+            .and_then(Value::as_array)
+            .is_some_and(|a| a.iter().any(|d| d == "All"));
         opts.grace_period = v.get("gracePeriodSeconds").and_then(Value::as_i64);
         opts.propagation = v
             .get("propagationPolicy")
@@ -1091,6 +1096,7 @@ async fn delete_one(
     opts: &DeleteOptions,
 ) -> Result<(StatusCode, Value), ApiError> {
     let key = t.key(state)?;
+    let dry = dry_run(query) || opts.dry_run;
     for _ in 0..32 {
         let current = state
             .store
@@ -1143,7 +1149,7 @@ async fn delete_one(
                 .and_then(Value::as_array)
                 .is_some_and(|f| !f.is_empty());
         if finalizers.is_empty() && grace == 0 && !namespace_pending {
-            return delete_now(state, t, &key, &current, object.clone(), query)
+            return delete_now(state, t, &key, &current, object.clone(), dry)
                 .await
                 .map(|deleted| (StatusCode::OK, deleted_response(t, deleted)));
         }
@@ -1174,11 +1180,11 @@ async fn delete_one(
             return Ok((StatusCode::OK, to_wire(t.def, marked)));
         }
         if deletion_complete(&marked) {
-            return delete_now(state, t, &key, &current, marked, query)
+            return delete_now(state, t, &key, &current, marked, dry)
                 .await
                 .map(|deleted| (StatusCode::OK, deleted_response(t, deleted)));
         }
-        if dry_run(query) {
+        if dry {
             return Ok((StatusCode::OK, to_wire(t.def, marked)));
         }
         match state
@@ -1209,9 +1215,9 @@ async fn delete_now(
     key: &str,
     current: &Stored,
     last_state: Value,
-    query: &HashMap<String, String>,
+    dry: bool,
 ) -> Result<Value, ApiError> {
-    if dry_run(query) {
+    if dry {
         return Ok(last_state);
     }
     let mut extras = Extras::default();

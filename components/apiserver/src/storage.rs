@@ -138,18 +138,12 @@ impl Store {
 
     /// The key of one object.
     pub fn key(&self, segment: &str, namespace: Option<&str>, name: &str) -> String {
-        match namespace {
-            Some(ns) => format!("{}/{}/{}/{}", self.prefix, segment, ns, name),
-            None => format!("{}/{}/{}", self.prefix, segment, name),
-        }
+        object_key(&self.prefix, segment, namespace, name)
     }
 
     /// The prefix under which a collection lives (all namespaces when `namespace` is None).
     pub fn collection(&self, segment: &str, namespace: Option<&str>) -> String {
-        match namespace {
-            Some(ns) => format!("{}/{}/{}/", self.prefix, segment, ns),
-            None => format!("{}/{}/", self.prefix, segment),
-        }
+        collection_prefix(&self.prefix, segment, namespace)
     }
 
     /// A bookkeeping key outside any resource, e.g. address allocations.
@@ -462,6 +456,22 @@ impl Store {
     }
 }
 
+/// `<prefix>/<resource>/<namespace>/<name>`, or `<prefix>/<resource>/<name>` cluster-wide.
+pub fn object_key(prefix: &str, segment: &str, namespace: Option<&str>, name: &str) -> String {
+    match namespace {
+        Some(ns) => format!("{prefix}/{segment}/{ns}/{name}"),
+        None => format!("{prefix}/{segment}/{name}"),
+    }
+}
+
+/// Ends in `/`, so a namespace's prefix never matches a longer namespace name.
+pub fn collection_prefix(prefix: &str, segment: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("{prefix}/{segment}/{ns}/"),
+        None => format!("{prefix}/{segment}/"),
+    }
+}
+
 /// Sets `metadata.resourceVersion` to a revision.
 pub fn set_resource_version(object: &mut Value, revision: i64) {
     if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
@@ -487,6 +497,25 @@ fn prefix_end(prefix: &str) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_layout_is_prefix_resource_namespace_name() {
+        assert_eq!(
+            object_key("/registry", "pods", Some("default"), "p1"),
+            "/registry/pods/default/p1"
+        );
+        assert_eq!(
+            object_key("/registry", "nodes", None, "n1"),
+            "/registry/nodes/n1"
+        );
+        let ns = collection_prefix("/registry", "pods", Some("team"));
+        assert!(object_key("/registry", "pods", Some("team"), "p").starts_with(&ns));
+        assert!(!object_key("/registry", "pods", Some("team-b"), "p").starts_with(&ns));
+        assert_eq!(
+            collection_prefix("/registry", "pods", None),
+            "/registry/pods/"
+        );
+    }
 
     #[test]
     fn prefix_end_is_the_next_key_after_the_prefix() {

@@ -49,7 +49,7 @@ fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
 
 /// A single-member etcd on free loopback ports, in its own data directory.
 pub struct Etcd {
-    child: Child,
+    pub child: Child,
     pub client_url: String,
     _dir: tempfile::TempDir,
 }
@@ -160,9 +160,33 @@ impl ControlPlane {
             .status()
             .expect("scripts/pki.sh runs");
         assert!(status.success(), "pki.sh failed");
-        let log = std::fs::File::create(dir.path().join("apiserver.log")).expect("log file");
+        let apiserver = Self::spawn_apiserver(&etcd, port, &pki, dir.path(), extra_args);
+        let cp = ControlPlane {
+            etcd,
+            apiserver,
+            port,
+            url,
+            pki,
+            dir,
+        };
+        cp.wait_ready();
+        cp
+    }
+
+    fn spawn_apiserver(
+        etcd: &Etcd,
+        port: u16,
+        pki: &Path,
+        dir: &Path,
+        extra_args: &[&str],
+    ) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("apiserver.log"))
+            .expect("log file");
         let p = |f: &str| pki.join(f).to_string_lossy().into_owned();
-        let apiserver = Command::new(bin_dir().join("hakube-apiserver"))
+        Command::new(bin_dir().join("hakube-apiserver"))
             .args(["--etcd-servers", &etcd.client_url])
             .args([
                 "--secure-port",
@@ -193,17 +217,12 @@ impl ControlPlane {
             .stdout(log.try_clone().expect("log file"))
             .stderr(log)
             .spawn()
-            .expect("hakube-apiserver is built (cargo build --workspace)");
-        let cp = ControlPlane {
-            etcd,
-            apiserver,
-            port,
-            url,
-            pki,
-            dir,
-        };
-        let readyz = format!("{}/readyz", cp.url);
-        let ca = cp.path("ca.crt");
+            .expect("hakube-apiserver is built (cargo build --workspace)")
+    }
+
+    fn wait_ready(&self) {
+        let readyz = format!("{}/readyz", self.url);
+        let ca = self.path("ca.crt");
         wait_until("hakube-apiserver", Duration::from_secs(30), || {
             Command::new("curl")
                 .args(["-sf", "--cacert", &ca, &readyz])
@@ -211,7 +230,6 @@ impl ControlPlane {
                 .map(|o| o.status.success())
                 .unwrap_or(false)
         });
-        cp
     }
 
     /// A file of the control plane's PKI.
@@ -350,6 +368,48 @@ impl ControlPlane {
             code.trim().parse().unwrap_or(0),
             serde_json::from_str(body).unwrap_or(Value::String(body.to_string())),
         )
+    }
+
+    /// A streaming GET (a watch) as the admin, read for at most `seconds`: each line parsed as
+    /// JSON, plus curl's exit code (28 when the time ran out with the stream still open).
+    pub fn stream(&self, path: &str, seconds: u32) -> (Vec<Value>, i32) {
+        let out = Command::new("curl")
+            .args(["-sN", "--http1.1", "--max-time", &seconds.to_string()])
+            .args(["--cacert", &self.path("ca.crt")])
+            .args([
+                "--cert",
+                &self.path("admin.crt"),
+                "--key",
+                &self.path("admin.key"),
+            ])
+            .arg(format!("{}{}", self.url, path))
+            .output()
+            .expect("curl runs");
+        let events = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or(Value::String(l.to_string())))
+            .collect();
+        (events, out.status.code().unwrap_or(-1))
+    }
+
+    /// Sends SIGTERM to the API server and waits for it: (exit success, time it took).
+    pub fn terminate_apiserver(&mut self) -> (bool, Duration) {
+        let start = Instant::now();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.apiserver.id().to_string()])
+            .status();
+        let status = self.apiserver.wait().expect("waiting for the API server");
+        (status.success(), start.elapsed())
+    }
+
+    /// Starts the API server again on the same etcd, port and PKI.
+    pub fn restart_apiserver(&mut self) {
+        let _ = self.apiserver.kill();
+        let _ = self.apiserver.wait();
+        let fresh = Self::spawn_apiserver(&self.etcd, self.port, &self.pki, self.dir.path(), &[]);
+        self.apiserver = fresh;
+        self.wait_ready();
     }
 
     /// The API server's log so far, for failure messages.
