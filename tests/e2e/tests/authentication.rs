@@ -22,6 +22,20 @@ fn whoami(cp: &ControlPlane, credentials: &[String]) -> (u16, Value) {
     )
 }
 
+/// kubectl with this kubeconfig can read the API.
+fn assert_kubectl_works(cp: &ControlPlane, kubeconfig: &str) {
+    let out = cp.kubectl_as(kubeconfig, &["get", "ns", "default", "-o", "name"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "namespace/default"
+    );
+}
+
 fn request_token(cp: &ControlPlane, sa: &str, spec: Value) -> (u16, Value) {
     let body = json!({"apiVersion":"authentication.k8s.io/v1","kind":"TokenRequest","spec":spec})
         .to_string();
@@ -62,12 +76,7 @@ fn static_tokens_from_the_token_file() {
         .trim()
         .to_string();
     let kubeconfig = cp.token_kubeconfig("token-admin", &token);
-    let out = cp.kubectl_as(&kubeconfig, &["get", "ns", "default", "-o", "name"], None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_kubectl_works(&cp, &kubeconfig);
     let (_, review) = whoami(&cp, &bearer(&token));
     assert_eq!(review["status"]["userInfo"]["username"], "token-admin");
     assert_eq!(review["status"]["userInfo"]["uid"], "token-admin-uid");
@@ -93,12 +102,7 @@ fn service_account_tokens_authenticate_until_their_pod_goes() {
     );
     let token = tr["status"]["token"].as_str().unwrap().to_string();
     let kubeconfig = cp.token_kubeconfig("robot", &token);
-    let out = cp.kubectl_as(&kubeconfig, &["get", "ns", "default", "-o", "name"], None);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_kubectl_works(&cp, &kubeconfig);
     let (_, review) = whoami(&cp, &bearer(&token));
     let user = &review["status"]["userInfo"];
     assert_eq!(user["username"], "system:serviceaccount:default:robot");

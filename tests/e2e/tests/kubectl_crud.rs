@@ -105,6 +105,21 @@ fn label_annotate_and_both_patch_types() {
     );
     assert!(err.contains("test"), "{err}");
     assert_eq!(cp.get_json(&["cm", "c1"])["data"]["c"], "d");
+    // A resourceVersion in a patch is a precondition.
+    let err = cp.fails(
+        &[
+            "patch",
+            "cm",
+            "c1",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"metadata":{"resourceVersion":"1"},"data":{"c":"x"}}"#,
+        ],
+        None,
+    );
+    assert!(err.contains("Conflict"), "{err}");
+    assert_eq!(cp.get_json(&["cm", "c1"])["data"]["c"], "d");
     // A write that changes nothing keeps the resourceVersion.
     let rv = cp.get_json(&["cm", "c1"])["metadata"]["resourceVersion"].clone();
     cp.ok(&[
@@ -278,6 +293,42 @@ fn describe_shows_events_from_both_event_apis() {
         described.contains("Reconciled") && described.contains("recorded by a controller"),
         "{described}"
     );
+    // Stored once, on an etcd lease: events expire after upstream's one-hour TTL.
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &cp.etcd.client_url,
+            "get",
+            "/registry/events/default/c1.new",
+            "-w",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let stored: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lease = stored["kvs"][0]["lease"]
+        .as_i64()
+        .expect("the event is on a lease");
+    let out = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args([
+            "--endpoints",
+            &cp.etcd.client_url,
+            "lease",
+            "timetolive",
+            &format!("{lease:x}"),
+            "-w",
+            "json",
+        ])
+        .output()
+        .unwrap();
+    let ttl: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let granted = ttl["granted-ttl"]
+        .as_i64()
+        .or(ttl["grantedTTL"].as_i64())
+        .unwrap();
+    assert!((3600..=3700).contains(&granted), "{ttl}");
     // The same stored event, read through the other API.
     let as_core = cp.get_json(&["events.v1.", "c1.new"]);
     assert_eq!(as_core["message"], "recorded by a controller");
