@@ -55,7 +55,18 @@ pub struct Etcd {
 }
 
 impl Etcd {
+    /// Starts etcd; if a port picked as free was taken meanwhile (tests run in parallel),
+    /// etcd exits and is started again on other ports.
     pub fn start() -> Etcd {
+        for _ in 0..5 {
+            if let Some(etcd) = Self::try_start() {
+                return etcd;
+            }
+        }
+        panic!("etcd did not start after 5 attempts");
+    }
+
+    fn try_start() -> Option<Etcd> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let client_url = format!("http://127.0.0.1:{}", free_port());
         let peer_url = format!("http://127.0.0.1:{}", free_port());
@@ -73,20 +84,28 @@ impl Etcd {
             .stderr(log)
             .spawn()
             .expect("etcd is installed (apt-get install etcd-server)");
-        let etcd = Etcd {
+        let mut etcd = Etcd {
             child,
             client_url,
             _dir: dir,
         };
         let health = format!("{}/health", etcd.client_url);
-        wait_until("etcd", Duration::from_secs(20), || {
-            Command::new("curl")
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(20) {
+            if matches!(etcd.child.try_wait(), Ok(Some(_))) {
+                return None;
+            }
+            let healthy = Command::new("curl")
                 .args(["-sf", &health])
                 .output()
                 .map(|o| o.status.success())
-                .unwrap_or(false)
-        });
-        etcd
+                .unwrap_or(false);
+            if healthy {
+                return Some(etcd);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("etcd not healthy after 20s");
     }
 
     /// Compacts etcd's history up to its current revision.
