@@ -170,40 +170,60 @@ impl Authenticator {
     }
 }
 
-/// Checks a verified token's ServiceAccount (and bound Pod) still exist with the same uid.
+/// Upstream's grace: an object deleted less than a minute ago still backs its tokens, so a
+/// terminating pod's client can finish (release leases, run preStop hooks).
+const DELETION_GRACE_SECONDS: i64 = 60;
+
+/// The object a token claim names, if it still exists with that uid and was not deleted more
+/// than a minute ago.
+async fn live_object(
+    store: &Store,
+    segment: &str,
+    namespace: Option<&str>,
+    claim: &Value,
+) -> Option<Value> {
+    let name = claim.get("name")?.as_str()?;
+    let uid = claim.get("uid")?.as_str()?;
+    let stored = store
+        .get(&store.key(segment, namespace, name))
+        .await
+        .ok()??;
+    if crate::objects::uid(&stored.object) != Some(uid) {
+        return None;
+    }
+    let deleted_at = crate::objects::meta_str(&stored.object, "deletionTimestamp")
+        .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+    if let Some(at) = deleted_at {
+        let cutoff = chrono::Utc::now() - chrono::TimeDelta::seconds(DELETION_GRACE_SECONDS);
+        if at < cutoff {
+            return None;
+        }
+    }
+    Some(stored.object)
+}
+
+/// Checks a verified token's ServiceAccount (and bound Pod, Secret or Node) still exist with
+/// the same uid.
 async fn service_account_user(claims: &Value, store: &Store) -> Option<UserInfo> {
     let k8s = claims.get("kubernetes.io")?;
     let namespace = k8s.get("namespace")?.as_str()?;
-    let sa_name = k8s.pointer("/serviceaccount/name")?.as_str()?;
-    let sa_uid = k8s.pointer("/serviceaccount/uid")?.as_str()?;
-    let sa = store
-        .get(&store.key("serviceaccounts", Some(namespace), sa_name))
-        .await
-        .ok()??;
-    if crate::objects::uid(&sa.object) != Some(sa_uid) {
-        return None;
-    }
+    let sa_claim = k8s.get("serviceaccount")?;
+    let sa_name = sa_claim.get("name")?.as_str()?;
+    let sa_uid = sa_claim.get("uid")?.as_str()?;
+    live_object(store, "serviceaccounts", Some(namespace), sa_claim).await?;
     let mut extra = HashMap::new();
     if let Some(pod) = k8s.get("pod") {
-        let pod_name = pod.get("name")?.as_str()?;
-        let pod_uid = pod.get("uid")?.as_str()?;
-        let stored = store
-            .get(&store.key("pods", Some(namespace), pod_name))
-            .await
-            .ok()??;
-        if crate::objects::uid(&stored.object) != Some(pod_uid)
-            || crate::objects::is_deleting(&stored.object)
-        {
-            return None;
+        live_object(store, "pods", Some(namespace), pod).await?;
+        for (key, field) in [("pod-name", "name"), ("pod-uid", "uid")] {
+            let value = pod.get(field)?.as_str()?.to_string();
+            extra.insert(format!("authentication.kubernetes.io/{key}"), vec![value]);
         }
-        extra.insert(
-            "authentication.kubernetes.io/pod-name".to_string(),
-            vec![pod_name.to_string()],
-        );
-        extra.insert(
-            "authentication.kubernetes.io/pod-uid".to_string(),
-            vec![pod_uid.to_string()],
-        );
+    }
+    if let Some(secret) = k8s.get("secret") {
+        live_object(store, "secrets", Some(namespace), secret).await?;
+    }
+    if let Some(node) = k8s.get("node") {
+        live_object(store, "nodes", None, node).await?;
     }
     if let Some(jti) = claims.get("jti").and_then(Value::as_str) {
         extra.insert(

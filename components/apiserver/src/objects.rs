@@ -113,8 +113,12 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string()
 }
 
+/// Now plus `seconds`, saturating at the latest representable time instead of overflowing.
 pub fn rfc3339_after(seconds: i64) -> String {
-    (chrono::Utc::now() + chrono::Duration::seconds(seconds))
+    let now = chrono::Utc::now();
+    chrono::TimeDelta::try_seconds(seconds)
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
         .format("%Y-%m-%dT%H:%M:%SZ")
         .to_string()
 }
@@ -179,6 +183,12 @@ mod tests {
         let s = random_suffix();
         assert_eq!(s.len(), 5);
         assert!(s.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)));
+    }
+
+    #[test]
+    fn huge_grace_periods_do_not_overflow() {
+        assert!(!rfc3339_after(i64::MAX).is_empty());
+        assert!(!rfc3339_after(100_000_000_000_000).is_empty());
     }
 
     #[test]

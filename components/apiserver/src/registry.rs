@@ -106,6 +106,10 @@ impl ResourceDef {
     pub fn verbs(&self) -> &'static [&'static str] {
         match self.storage {
             Storage::Review => &["create"],
+            // Deleting every namespace at once is not offered upstream.
+            Storage::Etcd("namespaces") => &[
+                "create", "delete", "get", "list", "patch", "update", "watch",
+            ],
             Storage::Etcd(_) => &[
                 "create",
                 "delete",

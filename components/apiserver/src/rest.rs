@@ -296,7 +296,9 @@ pub async fn list(
         .as_ref()
         .and_then(|f| f.exact_name())
         .map(str::to_string);
-    if let (Some(name), false) = (single, continuing) {
+    // Across all namespaces a name is not one key.
+    let one_key = !t.def.namespaced || t.namespace.is_some();
+    if let (Some(name), false, true) = (single, continuing, one_key) {
         let page = state
             .store
             .list(&format!("{prefix}{name}"), None, revision, 0, false)
@@ -647,7 +649,18 @@ where
             return Ok(new);
         }
         if deletion_complete(&new) {
-            return delete_now(state, t, &key, &current, new, false).await;
+            match delete_now(state, t, &key, &current, new, false).await? {
+                Some(deleted) => return Ok(deleted),
+                None if precondition.is_none() => continue,
+                None => {
+                    return Err(status::conflict(
+                        t.def.group,
+                        t.def.plural,
+                        t.name(),
+                        status::OBJECT_MODIFIED,
+                    ))
+                }
+            }
         }
         if t.def.kind == "Event" {
             extras.lease = Some(state.store.event_lease().await.map_err(store_error)?);
@@ -733,7 +746,6 @@ fn finish_update(t: &Target, old: &Value, candidate: Value) -> Result<Value, Api
                     }
                 }
             }
-            // Finalizers can only be removed once deletion has started, not added.
             if t.def.has(Subresource::Status) {
                 if let Some(map) = new.as_object_mut() {
                     match old.get("status") {
@@ -1149,9 +1161,10 @@ async fn delete_one(
                 .and_then(Value::as_array)
                 .is_some_and(|f| !f.is_empty());
         if finalizers.is_empty() && grace == 0 && !namespace_pending {
-            return delete_now(state, t, &key, &current, object.clone(), dry)
-                .await
-                .map(|deleted| (StatusCode::OK, deleted_response(t, deleted)));
+            match delete_now(state, t, &key, &current, object.clone(), dry).await? {
+                Some(deleted) => return Ok((StatusCode::OK, deleted_response(t, deleted))),
+                None => continue,
+            }
         }
         // Graceful: mark the object and leave it to finalizers, the kubelet or the
         // namespace controller.
@@ -1180,9 +1193,10 @@ async fn delete_one(
             return Ok((StatusCode::OK, to_wire(t.def, marked)));
         }
         if deletion_complete(&marked) {
-            return delete_now(state, t, &key, &current, marked, dry)
-                .await
-                .map(|deleted| (StatusCode::OK, deleted_response(t, deleted)));
+            match delete_now(state, t, &key, &current, marked, dry).await? {
+                Some(deleted) => return Ok((StatusCode::OK, deleted_response(t, deleted))),
+                None => continue,
+            }
         }
         if dry {
             return Ok((StatusCode::OK, to_wire(t.def, marked)));
@@ -1208,7 +1222,8 @@ async fn delete_one(
     ))
 }
 
-/// Removes the object (and what it holds in the allocation ranges) in one transaction.
+/// Removes the object (and what it holds in the allocation ranges) in one transaction; None
+/// when someone wrote it first, so the caller reads it again and decides again.
 async fn delete_now(
     state: &State,
     t: &Target,
@@ -1216,9 +1231,9 @@ async fn delete_now(
     current: &Stored,
     last_state: Value,
     dry: bool,
-) -> Result<Value, ApiError> {
+) -> Result<Option<Value>, ApiError> {
     if dry {
-        return Ok(last_state);
+        return Ok(Some(last_state));
     }
     let mut extras = Extras::default();
     if t.def.kind == "Service" {
@@ -1228,13 +1243,8 @@ async fn delete_now(
             .collect();
     }
     match state.store.delete(key, current.mod_revision, &extras).await {
-        Ok(_) => Ok(last_state),
-        Err(StoreError::Conflict) => Err(status::conflict(
-            t.def.group,
-            t.def.plural,
-            t.name(),
-            status::OBJECT_MODIFIED,
-        )),
+        Ok(_) => Ok(Some(last_state)),
+        Err(StoreError::Conflict) => Ok(None),
         Err(e) => Err(store_error(e)),
     }
 }

@@ -115,15 +115,16 @@ async fn authenticate(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim);
+    // Upstream's order: a verified client certificate first, then bearer tokens.
+    if let Some(user) = cert_user {
+        return Ok(user);
+    }
     if let Some(token) = bearer {
         return state
             .authn
             .token(token, &state.store)
             .await
             .ok_or_else(status::unauthorized);
-    }
-    if let Some(user) = cert_user {
-        return Ok(user);
     }
     if state.anonymous_auth && public_path(req.uri().path()) {
         return Ok(UserInfo::anonymous());
@@ -180,8 +181,19 @@ async fn route(
     req: Request<Incoming>,
     labels: &mut LatencyLabels,
 ) -> Result<Response<Body>, ApiError> {
-    let path = req.uri().path().trim_end_matches('/').to_string();
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    // Clients escape names in paths (the Python client quotes `:` as %3A).
+    let decoded: Vec<String> = req
+        .uri()
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     let get = req.method() == Method::GET;
     match segments.as_slice() {
         ["healthz"] | ["livez"] if get => return Ok(ok_text("ok")),
@@ -334,6 +346,28 @@ async fn resource(
     }
     .to_string();
     if t.def.storage == Storage::Review && method != Method::POST {
+        return Err(method_not_allowed(&method));
+    }
+    // Each subresource serves only its own verbs (binding and eviction are create-only).
+    if let Some(sub) = t.sub {
+        let verb = match method {
+            Method::GET => "get",
+            Method::POST => "create",
+            Method::PUT => "update",
+            Method::PATCH => "patch",
+            Method::DELETE => "delete",
+            _ => "",
+        };
+        if !sub.verbs().contains(&verb) {
+            return Err(method_not_allowed(&method));
+        }
+    }
+    // Across all namespaces a namespaced resource is only listed and watched.
+    if t.def.namespaced && t.namespace.is_none() && method != Method::GET {
+        return Err(method_not_allowed(&method));
+    }
+    if method == Method::DELETE && t.name.is_none() && !t.def.verbs().contains(&"deletecollection")
+    {
         return Err(method_not_allowed(&method));
     }
     if method == Method::GET {

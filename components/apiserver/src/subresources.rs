@@ -154,12 +154,13 @@ async fn charge_budget(
     let matching: Vec<_> = page
         .items
         .into_iter()
+        // policy/v1: an empty selector selects every pod in the namespace, a null one none.
         .filter(|s| {
             s.object
                 .pointer("/spec/selector")
                 .map(labels::from_label_selector_json)
                 .and_then(Result::ok)
-                .is_some_and(|sel| !sel.is_empty() && sel.matches(objects::labels(pod)))
+                .is_some_and(|sel| sel.matches(objects::labels(pod)))
         })
         .collect();
     let budget = match matching.as_slice() {

@@ -73,6 +73,18 @@ pub fn validate(def: &ResourceDef, object: &Value) -> Vec<StatusCause> {
 /// Validates what an update may not change.
 pub fn validate_update(def: &ResourceDef, old: &Value, new: &Value) -> Vec<StatusCause> {
     let mut causes = Vec::new();
+    if crate::objects::is_deleting(old) {
+        let before = crate::objects::finalizers(old);
+        if crate::objects::finalizers(new)
+            .iter()
+            .any(|f| !before.contains(f))
+        {
+            causes.push(StatusCause::forbidden(
+                "metadata.finalizers",
+                "no new finalizers can be added if the object is being deleted",
+            ));
+        }
+    }
     let immutable = |path: &str, causes: &mut Vec<StatusCause>| {
         let (a, b) = (at(old, path), at(new, path));
         if a != b {
@@ -471,6 +483,22 @@ mod tests {
         assert!(validate_update(pods, &p1, &image_only).is_empty());
         let moved = json!({"spec":{"containers":[{"name":"c","image":"a"}],"nodeName":"n2"}});
         assert_eq!(fields(&validate_update(pods, &p1, &moved)), vec!["spec"]);
+    }
+
+    #[test]
+    fn no_new_finalizers_while_deleting() {
+        let def = lookup("", "v1", "configmaps").unwrap();
+        let old =
+            json!({"metadata":{"deletionTimestamp":"2024-01-01T00:00:00Z","finalizers":["a"]}});
+        let added =
+            json!({"metadata":{"deletionTimestamp":"2024-01-01T00:00:00Z","finalizers":["a","b"]}});
+        assert_eq!(
+            fields(&validate_update(def, &old, &added)),
+            vec!["metadata.finalizers"]
+        );
+        let removed =
+            json!({"metadata":{"deletionTimestamp":"2024-01-01T00:00:00Z","finalizers":[]}});
+        assert!(validate_update(def, &old, &removed).is_empty());
     }
 
     #[test]

@@ -142,6 +142,8 @@ pub async fn serve(
                 }
             }
             _ = timeout => {}
+            // The client hung up: stop the etcd watch now, not at the next event.
+            _ = tx.closed() => {}
             _ = crate::stopping(&mut shutdown) => {}
         }
     });

@@ -173,6 +173,55 @@ async fn concurrent_patches_lose_no_update() {
     assert_eq!(cm["data"].as_object().unwrap().len(), 25);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delete_racing_writers_still_deletes() {
+    let etcd = Etcd::start();
+    let state = state(&etcd, "10.96.0.0/24").await;
+    for round in 0..5 {
+        let name = format!("busy{round}");
+        create(
+            &state,
+            "configmaps",
+            json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":name}}),
+        )
+        .await
+        .unwrap();
+        let writers = (0..10).map(|i| {
+            let state = state.clone();
+            let name = name.clone();
+            async move {
+                let mut headers = http::HeaderMap::new();
+                headers.insert(
+                    http::header::CONTENT_TYPE,
+                    "application/merge-patch+json".parse().unwrap(),
+                );
+                let body = json!({"data": {format!("k{i}"): "v"}}).to_string();
+                // Patches after the delete may find the object gone; that is fine.
+                let _ = rest::patch(
+                    &state,
+                    &target("", "configmaps", Some(&name)),
+                    &HashMap::new(),
+                    &headers,
+                    body.as_bytes(),
+                )
+                .await;
+            }
+        });
+        let no_query = HashMap::new();
+        let busy = target("", "configmaps", Some(&name));
+        let delete = rest::delete(&state, &busy, &no_query, b"");
+        let (deleted, _) = tokio::join!(delete, futures::future::join_all(writers));
+        assert!(deleted.is_ok(), "delete lost a race: {deleted:?}");
+        assert_eq!(
+            rest::get(&state, &target("", "configmaps", Some(&name)))
+                .await
+                .unwrap_err()
+                .code,
+            404
+        );
+    }
+}
+
 #[tokio::test]
 async fn pages_read_one_revision_despite_concurrent_writes() {
     let etcd = Etcd::start();

@@ -1,0 +1,147 @@
+//! Corners a review of the server against upstream turned up: verbs a path does not serve,
+//! escaped names, empty budget selectors, name selectors across namespaces, and watches whose
+//! client hangs up.
+
+use std::time::Duration;
+
+use hakube_e2e::{eventually, ControlPlane};
+use serde_json::json;
+
+const CREATE: &[&str] = &["create", "--validate=false", "-f", "-"];
+
+#[test]
+fn paths_serve_only_their_verbs() {
+    let cp = ControlPlane::start();
+    cp.ok_stdin(
+        CREATE,
+        &json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"busybox:1.36"}]}}).to_string(),
+    );
+    // binding is create-only: no moving a pod by PATCH.
+    let (code, status) = cp.curl(
+        "PATCH",
+        "/api/v1/namespaces/default/pods/p/binding",
+        "application/merge-patch+json",
+        Some(br#"{"spec":{"nodeName":"elsewhere"}}"#),
+    );
+    assert_eq!(code, 405, "{status}");
+    assert_eq!(status["reason"], "MethodNotAllowed");
+    assert!(cp.get_json(&["pod", "p"])["spec"].get("nodeName").is_none());
+    // All-namespaces paths only list and watch.
+    assert_eq!(
+        cp.curl("DELETE", "/api/v1/pods", "application/json", None)
+            .0,
+        405
+    );
+    assert_eq!(
+        cp.curl(
+            "POST",
+            "/api/v1/configmaps",
+            "application/json",
+            Some(b"{}")
+        )
+        .0,
+        405
+    );
+    // Namespaces cannot all be deleted at once.
+    assert_eq!(
+        cp.curl("DELETE", "/api/v1/namespaces", "application/json", None)
+            .0,
+        405
+    );
+    assert_eq!(cp.get_json(&["ns", "default"])["status"]["phase"], "Active");
+}
+
+#[test]
+fn escaped_names_in_paths_are_decoded() {
+    let cp = ControlPlane::start();
+    cp.ok_stdin(
+        CREATE,
+        &json!({"apiVersion":"rbac.authorization.k8s.io/v1","kind":"ClusterRole","metadata":{"name":"system:reader"},"rules":[{"apiGroups":[""],"resources":["pods"],"verbs":["get"]}]}).to_string(),
+    );
+    let (code, role) = cp.curl(
+        "GET",
+        "/apis/rbac.authorization.k8s.io/v1/clusterroles/system%3Areader",
+        "application/json",
+        None,
+    );
+    assert_eq!(code, 200, "{role}");
+    assert_eq!(role["metadata"]["name"], "system:reader");
+}
+
+#[test]
+fn an_empty_budget_selector_protects_every_pod() {
+    let cp = ControlPlane::start();
+    cp.ok_stdin(
+        CREATE,
+        &json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"busybox:1.36"}]}}).to_string(),
+    );
+    let (code, _) = cp.curl(
+        "PATCH",
+        "/api/v1/namespaces/default/pods/p/status",
+        "application/merge-patch+json",
+        Some(br#"{"status":{"phase":"Running"}}"#),
+    );
+    assert_eq!(code, 200);
+    cp.ok_stdin(
+        CREATE,
+        &json!({"apiVersion":"policy/v1","kind":"PodDisruptionBudget","metadata":{"name":"all"},"spec":{"maxUnavailable":0,"selector":{}}}).to_string(),
+    );
+    let body =
+        json!({"apiVersion":"policy/v1","kind":"Eviction","metadata":{"name":"p"}}).to_string();
+    let (code, status) = cp.curl(
+        "POST",
+        "/api/v1/namespaces/default/pods/p/eviction",
+        "application/json",
+        Some(body.as_bytes()),
+    );
+    assert_eq!(code, 429, "{status}");
+}
+
+#[test]
+fn name_selectors_work_across_namespaces() {
+    let cp = ControlPlane::start();
+    cp.ok(&["create", "configmap", "shared", "-n", "kube-system"]);
+    let out = cp.ok(&[
+        "get",
+        "cm",
+        "-A",
+        "--field-selector",
+        "metadata.name=shared",
+        "-o",
+        "name",
+    ]);
+    assert_eq!(out.trim(), "configmap/shared");
+}
+
+#[test]
+fn a_watch_whose_client_hangs_up_is_closed() {
+    let cp = ControlPlane::start();
+    let gauge = || {
+        let (_, text) = cp.curl("GET", "/metrics", "text/plain", None);
+        text.as_str()
+            .unwrap_or("")
+            .lines()
+            .find(|l| {
+                l.starts_with("apiserver_longrunning_requests{")
+                    && l.contains("resource=\"configmaps\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0)
+    };
+    let mut watch = std::process::Command::new("kubectl")
+        .env("KUBECONFIG", cp.admin_kubeconfig())
+        .args(["get", "cm", "-w"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually("the watch is open", Duration::from_secs(10), || {
+        gauge() == 1
+    });
+    let _ = watch.kill();
+    let _ = watch.wait();
+    // Nothing changes in configmaps, yet the server notices the hang-up.
+    eventually("the watch is closed", Duration::from_secs(10), || {
+        gauge() == 0
+    });
+}
