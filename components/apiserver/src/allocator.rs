@@ -185,7 +185,10 @@ impl ServiceRanges {
                         .collect()
                 })
                 .unwrap_or_default();
-            let mut chosen: HashSet<String> = HashSet::new();
+            // A node port serves one protocol each: 53/TCP and 53/UDP may share one, and a
+            // port number exposed over two protocols gets the same node port for both.
+            let mut chosen: HashSet<(String, i64)> = HashSet::new();
+            let mut by_service_port: Vec<(i64, i64)> = Vec::new();
             if let Some(ports) = service
                 .pointer_mut("/spec/ports")
                 .and_then(Value::as_array_mut)
@@ -219,8 +222,9 @@ impl ServiceRanges {
                         }
                         Some(n) => {
                             let held_by_us = old_ports.iter().any(|(_, _, h)| *h == n);
-                            if (!held_by_us && taken_ports.contains(&n.to_string()))
-                                || chosen.contains(&n.to_string())
+                            let ours = held_by_us || chosen.iter().any(|(_, c)| *c == n);
+                            if (!ours && taken_ports.contains(&n.to_string()))
+                                || chosen.contains(&(protocol.clone(), n))
                             {
                                 causes.push(StatusCause::invalid(
                                     format!("spec.ports[{i}].nodePort"),
@@ -231,11 +235,18 @@ impl ServiceRanges {
                             }
                             n
                         }
-                        None => match held {
+                        None => match held.or_else(|| {
+                            by_service_port
+                                .iter()
+                                .find(|(sp, n)| {
+                                    *sp == port && !chosen.contains(&(protocol.clone(), *n))
+                                })
+                                .map(|(_, n)| *n)
+                        }) {
                             Some(n) => n,
                             None => {
                                 let mut unavailable = taken_ports.clone();
-                                unavailable.extend(chosen.iter().cloned());
+                                unavailable.extend(chosen.iter().map(|(_, n)| n.to_string()));
                                 unavailable.extend(requested_ports.iter().cloned());
                                 match self.pick_port(&unavailable) {
                                     Some(n) => i64::from(n),
@@ -254,8 +265,11 @@ impl ServiceRanges {
                     if let Some(map) = p.as_object_mut() {
                         map.insert("nodePort".into(), json!(assigned));
                     }
-                    chosen.insert(assigned.to_string());
-                    claims.ports.push(assigned.to_string());
+                    chosen.insert((protocol, assigned));
+                    by_service_port.push((port, assigned));
+                    if !claims.ports.contains(&assigned.to_string()) {
+                        claims.ports.push(assigned.to_string());
+                    }
                 }
             }
         }
@@ -283,7 +297,9 @@ pub fn held(service: &Value) -> Claims {
     if let Some(ports) = service.pointer("/spec/ports").and_then(Value::as_array) {
         for p in ports {
             if let Some(n) = p.get("nodePort").and_then(Value::as_i64) {
-                claims.ports.push(n.to_string());
+                if !claims.ports.contains(&n.to_string()) {
+                    claims.ports.push(n.to_string());
+                }
             }
         }
     }
@@ -360,6 +376,31 @@ mod tests {
             .unwrap();
         assert_eq!(new["spec"]["ports"][0]["nodePort"], 30002);
         assert_eq!(claims, held(&old));
+    }
+
+    #[test]
+    fn tcp_and_udp_share_a_node_port() {
+        let r = ranges();
+        let mut dns = json!({"spec":{"type":"NodePort","ports":[
+            {"name":"tcp","port":53,"protocol":"TCP"},{"name":"udp","port":53,"protocol":"UDP"}]}});
+        let claims = r
+            .assign(&mut dns, None, &HashSet::new(), &HashSet::new())
+            .unwrap();
+        assert_eq!(
+            dns["spec"]["ports"][0]["nodePort"],
+            dns["spec"]["ports"][1]["nodePort"]
+        );
+        assert_eq!(claims.ports.len(), 1);
+        let mut explicit = json!({"spec":{"type":"NodePort","ports":[
+            {"name":"tcp","port":53,"protocol":"TCP","nodePort":30001},{"name":"udp","port":53,"protocol":"UDP","nodePort":30001}]}});
+        assert!(r
+            .assign(&mut explicit, None, &HashSet::new(), &HashSet::new())
+            .is_ok());
+        let mut clash = json!({"spec":{"type":"NodePort","ports":[
+            {"name":"a","port":80,"protocol":"TCP","nodePort":30001},{"name":"b","port":81,"protocol":"TCP","nodePort":30001}]}});
+        assert!(r
+            .assign(&mut clash, None, &HashSet::new(), &HashSet::new())
+            .is_err());
     }
 
     #[test]

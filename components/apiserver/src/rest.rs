@@ -746,6 +746,14 @@ fn finish_update(t: &Target, old: &Value, candidate: Value) -> Result<Value, Api
                     }
                 }
             }
+            // A namespace's finalizers change only through namespaces/finalize.
+            if t.def.kind == "Namespace" {
+                let kept = old
+                    .pointer("/spec/finalizers")
+                    .cloned()
+                    .unwrap_or(json!([]));
+                objects::set_at(&mut new, "spec.finalizers", kept);
+            }
             if t.def.has(Subresource::Status) {
                 if let Some(map) = new.as_object_mut() {
                     match old.get("status") {

@@ -42,6 +42,8 @@ enum Start {
     FromNow { initial_events_end: bool },
     /// Changes after this revision.
     After(i64),
+    /// Changes from now on, with no initial state (`sendInitialEvents=false`).
+    Latest,
 }
 
 fn parse(t: &Target, query: &HashMap<String, String>) -> Result<WatchRequest, ApiError> {
@@ -69,6 +71,7 @@ fn parse(t: &Target, query: &HashMap<String, String>) -> Result<WatchRequest, Ap
                 initial_events_end: bookmarks,
             }
         }
+        Some(false) if rv.is_empty() || rv == "0" => Start::Latest,
         _ if rv.is_empty() || rv == "0" => Start::FromNow {
             initial_events_end: false,
         },
@@ -179,6 +182,10 @@ async fn run(
     let t = &request.target;
     let mut revision = match request.start {
         Start::After(rv) => rv,
+        Start::Latest => store
+            .current_revision()
+            .await
+            .map_err(|e| WatchEnd::Store(e.to_string()))?,
         Start::FromNow { initial_events_end } => {
             let page = store
                 .list(prefix, None, 0, 0, false)
@@ -315,6 +322,18 @@ mod tests {
             Start::FromNow {
                 initial_events_end: true
             }
+        ));
+    }
+
+    #[test]
+    fn send_initial_events_false_starts_at_the_latest_revision() {
+        let q: HashMap<String, String> =
+            [("sendInitialEvents".to_string(), "false".to_string())].into();
+        assert!(matches!(parse(&target(), &q).unwrap().start, Start::Latest));
+        let q: HashMap<String, String> = [("resourceVersion".to_string(), "7".to_string())].into();
+        assert!(matches!(
+            parse(&target(), &q).unwrap().start,
+            Start::After(7)
         ));
     }
 
