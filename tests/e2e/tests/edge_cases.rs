@@ -145,3 +145,24 @@ fn a_watch_whose_client_hangs_up_is_closed() {
         gauge() == 0
     });
 }
+
+#[test]
+fn serves_http2_and_http1() {
+    let cp = ControlPlane::start();
+    for (flag, expected) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let out = std::process::Command::new("curl")
+            .args(["-s", "-o", "/dev/null", "-w", "%{http_version}", flag])
+            .args([
+                "--cacert",
+                &cp.path("ca.crt"),
+                "--cert",
+                &cp.path("admin.crt"),
+                "--key",
+                &cp.path("admin.key"),
+            ])
+            .arg(format!("{}/api/v1/namespaces", cp.url))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    }
+}
