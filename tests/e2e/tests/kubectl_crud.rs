@@ -293,6 +293,16 @@ fn describe_shows_events_from_both_event_apis() {
         described.contains("Reconciled") && described.contains("recorded by a controller"),
         "{described}"
     );
+    // kube-rs's Recorder counts repeats by merge-patching `series` through events.k8s.io.
+    let (code, patched) = cp.curl(
+        "PATCH",
+        "/apis/events.k8s.io/v1/namespaces/default/events/c1.new",
+        "application/merge-patch+json",
+        Some(br#"{"series":{"count":2,"lastObservedTime":"2026-01-01T00:00:05.000000Z"}}"#),
+    );
+    assert_eq!(code, 200, "{patched}");
+    assert_eq!(patched["note"], "recorded by a controller");
+    assert_eq!(cp.get_json(&["events.v1.", "c1.new"])["series"]["count"], 2);
     // Stored once, on an etcd lease: events expire after upstream's one-hour TTL.
     let out = std::process::Command::new("etcdctl")
         .env("ETCDCTL_API", "3")
