@@ -76,6 +76,21 @@ async fn create(state: &State, plural: &str, object: Value) -> Result<Value, u16
     .map_err(|e| e.code)
 }
 
+/// Merge-patches a ConfigMap's data with one key, as a controller would.
+async fn patch_data(state: &State, name: &str, key: String) -> Result<Value, u16> {
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/merge-patch+json"),
+    );
+    let body = json!({"data": {key: "v"}}).to_string();
+    let t = target("", "configmaps", Some(name));
+    rest::patch(state, &t, &HashMap::new(), &headers, body.as_bytes())
+        .await
+        .map(|(_, v)| v)
+        .map_err(|e| e.code)
+}
+
 fn service(name: &str, ty: &str) -> Value {
     json!({"apiVersion":"v1","kind":"Service","metadata":{"name":name},"spec":{"type":ty,"ports":[{"port":80}]}})
 }
@@ -149,21 +164,9 @@ async fn concurrent_patches_lose_no_update() {
     let patches = (0..25).map(|i| {
         let state = state.clone();
         async move {
-            let mut headers = http::HeaderMap::new();
-            headers.insert(
-                http::header::CONTENT_TYPE,
-                "application/merge-patch+json".parse().unwrap(),
-            );
-            let body = json!({"data": {format!("k{i}"): "v"}}).to_string();
-            rest::patch(
-                &state,
-                &target("", "configmaps", Some("counter")),
-                &HashMap::new(),
-                &headers,
-                body.as_bytes(),
-            )
-            .await
-            .unwrap();
+            patch_data(&state, "counter", format!("k{i}"))
+                .await
+                .unwrap()
         }
     });
     futures::future::join_all(patches).await;
@@ -189,23 +192,8 @@ async fn a_delete_racing_writers_still_deletes() {
         let writers = (0..10).map(|i| {
             let state = state.clone();
             let name = name.clone();
-            async move {
-                let mut headers = http::HeaderMap::new();
-                headers.insert(
-                    http::header::CONTENT_TYPE,
-                    "application/merge-patch+json".parse().unwrap(),
-                );
-                let body = json!({"data": {format!("k{i}"): "v"}}).to_string();
-                // Patches after the delete may find the object gone; that is fine.
-                let _ = rest::patch(
-                    &state,
-                    &target("", "configmaps", Some(&name)),
-                    &HashMap::new(),
-                    &headers,
-                    body.as_bytes(),
-                )
-                .await;
-            }
+            // Patches after the delete may find the object gone; that is fine.
+            async move { patch_data(&state, &name, format!("k{i}")).await.ok() }
         });
         let no_query = HashMap::new();
         let busy = target("", "configmaps", Some(&name));
