@@ -1,4 +1,9 @@
 use clap::Parser;
+
+// The request path allocates many small JSON values; mimalloc keeps that cheaper than glibc's
+// allocator under concurrency (measured with `make bench`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use hakube_apiserver::options::Options;
 
 #[tokio::main]
