@@ -412,6 +412,19 @@ impl ControlPlane {
         (events, out.status.code().unwrap_or(-1))
     }
 
+    /// How many watches on `resource` the server counts as open (its metrics gauge).
+    pub fn open_watches(&self, resource: &str) -> i64 {
+        let (_, text) = self.curl("GET", "/metrics", "text/plain", None);
+        let needle = format!("resource=\"{resource}\"");
+        text.as_str()
+            .unwrap_or("")
+            .lines()
+            .find(|l| l.starts_with("apiserver_longrunning_requests{") && l.contains(&needle))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Sends SIGTERM to the API server and waits for it: (exit success, time it took).
     pub fn terminate_apiserver(&mut self) -> (bool, Duration) {
         let start = Instant::now();

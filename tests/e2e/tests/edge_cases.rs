@@ -116,19 +116,7 @@ fn name_selectors_work_across_namespaces() {
 #[test]
 fn a_watch_whose_client_hangs_up_is_closed() {
     let cp = ControlPlane::start();
-    let gauge = || {
-        let (_, text) = cp.curl("GET", "/metrics", "text/plain", None);
-        text.as_str()
-            .unwrap_or("")
-            .lines()
-            .find(|l| {
-                l.starts_with("apiserver_longrunning_requests{")
-                    && l.contains("resource=\"configmaps\"")
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<i64>().ok())
-            .unwrap_or(0)
-    };
+    let gauge = || cp.open_watches("configmaps");
     let mut watch = std::process::Command::new("kubectl")
         .env("KUBECONFIG", cp.admin_kubeconfig())
         .args(["get", "cm", "-w"])

@@ -204,9 +204,9 @@ fn get_watch_shows_adds_changes_and_deletes() {
     let cp = ControlPlane::start();
     cp.ok_stdin(CREATE, &configmap("before"));
     let admin = cp.admin_kubeconfig();
-    let watcher = std::process::Command::new("timeout")
+    let mut watcher = std::process::Command::new("timeout")
         .args([
-            "8",
+            "15",
             "kubectl",
             "get",
             "cm",
@@ -219,7 +219,16 @@ fn get_watch_shows_adds_changes_and_deletes() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    // Changes start once the watch has shown the existing object, however slow the machine.
+    let mut reader = std::io::BufReader::new(watcher.stdout.take().unwrap());
+    let mut text = String::new();
+    while !text.contains("\"before\"") {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut reader, &mut line).unwrap() == 0 {
+            panic!("kubectl get -w ended early: {text}");
+        }
+        text.push_str(&line);
+    }
     cp.ok_stdin(CREATE, &configmap("w1"));
     cp.ok(&[
         "patch",
@@ -231,8 +240,19 @@ fn get_watch_shows_adds_changes_and_deletes() {
         r#"{"data":{"a":"z"}}"#,
     ]);
     cp.ok(&["delete", "cm", "w1"]);
-    let out = watcher.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
+    // The DELETED event is the last; read until it arrives, then stop kubectl.
+    while !text.contains("\"DELETED\"") || !text.trim_end().ends_with('}') {
+        let mut line = String::new();
+        if std::io::BufRead::read_line(&mut reader, &mut line).unwrap() == 0 {
+            break;
+        }
+        text.push_str(&line);
+        if line.starts_with('}') && text.contains("\"DELETED\"") {
+            break;
+        }
+    }
+    let _ = watcher.kill();
+    let _ = watcher.wait();
     let events: Vec<(String, String, String)> = serde_json::Deserializer::from_str(&text)
         .into_iter::<Value>()
         .map(|e| {

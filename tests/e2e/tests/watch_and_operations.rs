@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use hakube_e2e::ControlPlane;
+use hakube_e2e::{eventually, ControlPlane};
 use serde_json::{json, Value};
 
 const CREATE: &[&str] = &["create", "--validate=false", "-f", "-"];
@@ -173,12 +173,23 @@ fn metrics_count_requests_watches_and_etcd_latency() {
         .stdout(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let (code, text) = cp.curl("GET", "/metrics", "application/json", None);
+    let mut text = String::new();
+    eventually(
+        "the watch shows in the metrics",
+        Duration::from_secs(15),
+        || {
+            let (code, body) = cp.curl("GET", "/metrics", "application/json", None);
+            text = body.as_str().unwrap_or("").to_string();
+            code == 200
+                && text.lines().any(|l| {
+                    l.starts_with("apiserver_longrunning_requests{verb=\"WATCH\"")
+                        && l.contains("resource=\"configmaps\"")
+                        && l.ends_with(" 1")
+                })
+        },
+    );
     let _ = watch.kill();
     let _ = watch.wait();
-    assert_eq!(code, 200);
-    let text = text.as_str().unwrap().to_string();
     let has = |needle: &str| {
         text.lines()
             .any(|l| l.contains(needle) && !l.starts_with('#'))
@@ -251,7 +262,9 @@ fn shutdown_ends_open_watches_and_exits_cleanly() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
+    eventually("the watch is open", Duration::from_secs(15), || {
+        cp.open_watches("configmaps") == 1
+    });
     let (clean, took) = cp.terminate_apiserver();
     assert!(
         clean,
