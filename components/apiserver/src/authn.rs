@@ -26,10 +26,6 @@ impl UserInfo {
         }
     }
 
-    pub fn is_anonymous(&self) -> bool {
-        self.name == "system:anonymous"
-    }
-
     fn authenticated(mut self) -> Self {
         if !self.groups.iter().any(|g| g == "system:authenticated") {
             self.groups.push("system:authenticated".into());

@@ -117,7 +117,7 @@ pub async fn run_endpoint_reconciler(state: Arc<State>, address: String, port: u
     if let Err(e) = state.store.release_master_lease(&address).await {
         tracing::debug!(error = %e, "releasing the master lease");
     }
-    let _ = reconcile_endpoints_excluding(&state, &address, port).await;
+    let _ = write_endpoints(&state, Some(&address), port).await;
 }
 
 async fn reconcile_endpoints(state: &State, address: &str, port: u16) -> Result<(), ApiError> {
@@ -127,14 +127,6 @@ async fn reconcile_endpoints(state: &State, address: &str, port: u16) -> Result<
         .await
         .map_err(rest::store_error)?;
     write_endpoints(state, None, port).await
-}
-
-async fn reconcile_endpoints_excluding(
-    state: &State,
-    address: &str,
-    port: u16,
-) -> Result<(), ApiError> {
-    write_endpoints(state, Some(address), port).await
 }
 
 async fn write_endpoints(

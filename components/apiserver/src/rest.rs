@@ -411,7 +411,7 @@ pub async fn create(
     let (api_version, kind) = kind_of(t.def);
     let mut object = to_storage(t.def, decoded, (&api_version, kind))?;
     if t.def.storage == Storage::Review {
-        return crate::subresources::review(t.def, user, object);
+        return crate::subresources::review(t.def, user);
     }
     let body_ns = objects::namespace(&object).map(str::to_string);
     if t.def.namespaced {

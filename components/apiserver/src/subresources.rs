@@ -406,11 +406,7 @@ pub async fn token(
 }
 
 /// SelfSubjectReview (`kubectl auth whoami`): who the server thinks you are.
-pub fn review(
-    def: &ResourceDef,
-    user: &UserInfo,
-    _request: Value,
-) -> Result<(StatusCode, Value), ApiError> {
+pub fn review(def: &ResourceDef, user: &UserInfo) -> Result<(StatusCode, Value), ApiError> {
     Ok((
         StatusCode::CREATED,
         json!({

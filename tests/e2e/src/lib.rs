@@ -108,39 +108,36 @@ impl Etcd {
         panic!("etcd not healthy after 20s");
     }
 
-    /// Compacts etcd's history up to its current revision.
-    pub fn compact(&self) {
+    /// Runs `etcdctl ARGS` against this etcd, which must succeed; returns its stdout.
+    pub fn run_ctl(&self, args: &[&str]) -> Vec<u8> {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .args([
-                "--endpoints",
-                &self.client_url,
-                "endpoint",
-                "status",
-                "-w",
-                "json",
-            ])
-            .output()
-            .expect("etcdctl runs");
-        let status: Value = serde_json::from_slice(&out.stdout).expect("etcdctl prints JSON");
-        let rev = status[0]["Status"]["header"]["revision"]
-            .as_i64()
-            .expect("a revision");
-        let out = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .args([
-                "--endpoints",
-                &self.client_url,
-                "compaction",
-                &rev.to_string(),
-            ])
+            .args(["--endpoints", &self.client_url])
+            .args(args)
             .output()
             .expect("etcdctl runs");
         assert!(
             out.status.success(),
-            "compaction failed: {}",
+            "etcdctl {args:?} failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        out.stdout
+    }
+
+    /// Runs `etcdctl ARGS -w json` and parses what it printed.
+    pub fn ctl(&self, args: &[&str]) -> Value {
+        let mut with_json = args.to_vec();
+        with_json.extend(["-w", "json"]);
+        serde_json::from_slice(&self.run_ctl(&with_json)).expect("etcdctl prints JSON")
+    }
+
+    /// Compacts etcd's history up to its current revision.
+    pub fn compact(&self) {
+        let status = self.ctl(&["endpoint", "status"]);
+        let rev = status[0]["Status"]["header"]["revision"]
+            .as_i64()
+            .expect("a revision");
+        self.run_ctl(&["compaction", &rev.to_string()]);
     }
 }
 
@@ -353,6 +350,16 @@ impl ControlPlane {
             self.path("admin.key"),
         ];
         self.curl_as(&cert, method, path, content_type, body)
+    }
+
+    /// A JSON merge patch through curl, as controllers send them: (status code, body).
+    pub fn merge_patch(&self, path: &str, patch: &str) -> (u16, Value) {
+        self.curl(
+            "PATCH",
+            path,
+            "application/merge-patch+json",
+            Some(patch.as_bytes()),
+        )
     }
 
     /// A raw HTTPS request with the given credentials (curl arguments), or none.

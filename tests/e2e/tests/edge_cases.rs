@@ -9,19 +9,18 @@ use serde_json::json;
 
 const CREATE: &[&str] = &["create", "--validate=false", "-f", "-"];
 
+fn pod(name: &str) -> String {
+    json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":name},"spec":{"containers":[{"name":"c","image":"busybox:1.36"}]}}).to_string()
+}
+
 #[test]
 fn paths_serve_only_their_verbs() {
     let cp = ControlPlane::start();
-    cp.ok_stdin(
-        CREATE,
-        &json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"busybox:1.36"}]}}).to_string(),
-    );
+    cp.ok_stdin(CREATE, &pod("p"));
     // binding is create-only: no moving a pod by PATCH.
-    let (code, status) = cp.curl(
-        "PATCH",
+    let (code, status) = cp.merge_patch(
         "/api/v1/namespaces/default/pods/p/binding",
-        "application/merge-patch+json",
-        Some(br#"{"spec":{"nodeName":"elsewhere"}}"#),
+        r#"{"spec":{"nodeName":"elsewhere"}}"#,
     );
     assert_eq!(code, 405, "{status}");
     assert_eq!(status["reason"], "MethodNotAllowed");
@@ -71,15 +70,10 @@ fn escaped_names_in_paths_are_decoded() {
 #[test]
 fn an_empty_budget_selector_protects_every_pod() {
     let cp = ControlPlane::start();
-    cp.ok_stdin(
-        CREATE,
-        &json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"busybox:1.36"}]}}).to_string(),
-    );
-    let (code, _) = cp.curl(
-        "PATCH",
+    cp.ok_stdin(CREATE, &pod("p"));
+    let (code, _) = cp.merge_patch(
         "/api/v1/namespaces/default/pods/p/status",
-        "application/merge-patch+json",
-        Some(br#"{"status":{"phase":"Running"}}"#),
+        r#"{"status":{"phase":"Running"}}"#,
     );
     assert_eq!(code, 200);
     cp.ok_stdin(

@@ -314,46 +314,19 @@ fn describe_shows_events_from_both_event_apis() {
         "{described}"
     );
     // kube-rs's Recorder counts repeats by merge-patching `series` through events.k8s.io.
-    let (code, patched) = cp.curl(
-        "PATCH",
+    let (code, patched) = cp.merge_patch(
         "/apis/events.k8s.io/v1/namespaces/default/events/c1.new",
-        "application/merge-patch+json",
-        Some(br#"{"series":{"count":2,"lastObservedTime":"2026-01-01T00:00:05.000000Z"}}"#),
+        r#"{"series":{"count":2,"lastObservedTime":"2026-01-01T00:00:05.000000Z"}}"#,
     );
     assert_eq!(code, 200, "{patched}");
     assert_eq!(patched["note"], "recorded by a controller");
     assert_eq!(cp.get_json(&["events.v1.", "c1.new"])["series"]["count"], 2);
     // Stored once, on an etcd lease: events expire after upstream's one-hour TTL.
-    let out = std::process::Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args([
-            "--endpoints",
-            &cp.etcd.client_url,
-            "get",
-            "/registry/events/default/c1.new",
-            "-w",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    let stored: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let stored = cp.etcd.ctl(&["get", "/registry/events/default/c1.new"]);
     let lease = stored["kvs"][0]["lease"]
         .as_i64()
         .expect("the event is on a lease");
-    let out = std::process::Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args([
-            "--endpoints",
-            &cp.etcd.client_url,
-            "lease",
-            "timetolive",
-            &format!("{lease:x}"),
-            "-w",
-            "json",
-        ])
-        .output()
-        .unwrap();
-    let ttl: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ttl = cp.etcd.ctl(&["lease", "timetolive", &format!("{lease:x}")]);
     let granted = ttl["granted-ttl"]
         .as_i64()
         .or(ttl["grantedTTL"].as_i64())

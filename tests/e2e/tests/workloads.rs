@@ -114,11 +114,9 @@ fn pods_are_defaulted_bound_once_and_selected_by_node() {
 fn status_and_main_resource_ignore_each_others_fields() {
     let cp = ControlPlane::start();
     cp.ok_stdin(CREATE, &pod("p1", json!({})));
-    let (code, _) = cp.curl(
-        "PATCH",
+    let (code, _) = cp.merge_patch(
         "/api/v1/namespaces/default/pods/p1/status",
-        "application/merge-patch+json",
-        Some(br#"{"status":{"phase":"Running","podIP":"10.244.0.5"},"spec":{"activeDeadlineSeconds":5}}"#),
+        r#"{"status":{"phase":"Running","podIP":"10.244.0.5"},"spec":{"activeDeadlineSeconds":5}}"#,
     );
     assert_eq!(code, 200);
     let p = cp.get_json(&["pod", "p1"]);
@@ -178,11 +176,9 @@ fn eviction_honours_pod_disruption_budgets() {
     let cp = ControlPlane::start();
     for name in ["web-1", "web-2"] {
         cp.ok_stdin(CREATE, &pod(name, json!({"app": "web"})));
-        let (code, _) = cp.curl(
-            "PATCH",
+        let (code, _) = cp.merge_patch(
             &format!("/api/v1/namespaces/default/pods/{name}/status"),
-            "application/merge-patch+json",
-            Some(br#"{"status":{"phase":"Running"}}"#),
+            r#"{"status":{"phase":"Running"}}"#,
         );
         assert_eq!(code, 200);
     }
@@ -208,12 +204,7 @@ fn eviction_honours_pod_disruption_budgets() {
     );
     assert_eq!(status["details"]["causes"][0]["reason"], "DisruptionBudget");
     // What the disruption controller would write: one disruption allowed.
-    let (code, _) = cp.curl(
-        "PATCH",
-        "/apis/policy/v1/namespaces/default/poddisruptionbudgets/web/status",
-        "application/merge-patch+json",
-        Some(br#"{"status":{"observedGeneration":1,"disruptionsAllowed":1,"currentHealthy":2,"desiredHealthy":1,"expectedPods":2}}"#),
-    );
+    let (code, _) = cp.merge_patch("/apis/policy/v1/namespaces/default/poddisruptionbudgets/web/status", r#"{"status":{"observedGeneration":1,"disruptionsAllowed":1,"currentHealthy":2,"desiredHealthy":1,"expectedPods":2}}"#);
     assert_eq!(code, 200);
     let (code, status) = evict("web-1");
     assert_eq!(code, 201, "{status}");
