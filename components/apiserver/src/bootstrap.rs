@@ -33,6 +33,7 @@ fn target(
         namespace: namespace.map(str::to_string),
         name: name.map(str::to_string),
         sub: None,
+        field_manager: Some("kube-apiserver".into()),
     })
 }
 

@@ -5,15 +5,18 @@
 #![allow(clippy::result_large_err)]
 
 pub mod allocator;
+pub mod apply;
 pub mod authn;
 pub mod bootstrap;
 pub mod defaults;
 pub mod discovery;
 pub mod events;
 pub mod fieldsel;
+pub mod fieldvalidation;
 pub mod metrics;
 pub mod namespaces;
 pub mod objects;
+pub mod openapi;
 pub mod options;
 pub mod registry;
 pub mod response;
@@ -21,6 +24,7 @@ pub mod rest;
 pub mod server;
 pub mod storage;
 pub mod subresources;
+pub mod table;
 pub mod tls;
 pub mod tokens;
 pub mod validate;

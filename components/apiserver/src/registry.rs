@@ -8,11 +8,19 @@ use k8s_openapi::api::{
     events::v1 as events, policy::v1 as policy, rbac::v1 as rbac,
 };
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration;
+use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
 
 /// Decodes an object into its typed form and back: wrong types fail here, unknown fields drop.
 pub type Codec = fn(Value) -> Result<Value, serde_json::Error>;
+
+/// Registers a kind's OpenAPI schema (and everything it references) and returns a `$ref` to it.
+pub type SchemaFn = fn(&mut SchemaGenerator) -> Schema;
+
+fn schema_of<T: JsonSchema>(generator: &mut SchemaGenerator) -> Schema {
+    generator.subschema_for::<T>()
+}
 
 fn typed<T: DeserializeOwned + Serialize>(v: Value) -> Result<Value, serde_json::Error> {
     let object: T = serde_json::from_value(v)?;
@@ -84,6 +92,7 @@ pub struct ResourceDef {
     pub storage: Storage,
     pub name_rule: NameRule,
     pub codec: Codec,
+    pub schema: SchemaFn,
 }
 
 impl ResourceDef {
@@ -151,6 +160,7 @@ macro_rules! def {
             storage: def!(@storage $plural $(, $storage)?),
             name_rule: $rule,
             codec: typed::<$ty>,
+            schema: schema_of::<$ty>,
         }
     };
     (@storage $plural:expr) => { Storage::Etcd($plural) };

@@ -6,19 +6,20 @@
 use std::collections::{HashMap, HashSet};
 
 use hakube_apimachinery::labels::{self, LabelSelector};
-use hakube_apimachinery::patch;
 use hakube_apimachinery::protobuf::{self, ProtobufError};
 use hakube_apimachinery::status::{self, ApiError, StatusCause};
+use hakube_apimachinery::{patch, strategic};
 use http::{HeaderMap, StatusCode};
 use serde_json::{json, Map, Value};
 
 use crate::allocator::{self, Claims, NODE_PORTS, SERVICE_IPS};
 use crate::authn::UserInfo;
 use crate::fieldsel::ObjectFieldSelector;
+use crate::fieldvalidation::{self, FieldValidation};
 use crate::objects::{self, meta_mut};
 use crate::registry::{ResourceDef, Storage, Subresource};
 use crate::storage::{Extras, StoreError, Stored};
-use crate::{defaults, events, validate, State};
+use crate::{apply, defaults, events, openapi, validate, State};
 
 /// What a request addresses.
 #[derive(Debug, Clone)]
@@ -27,6 +28,8 @@ pub struct Target {
     pub namespace: Option<String>,
     pub name: Option<String>,
     pub sub: Option<Subresource>,
+    /// Who is writing, for managedFields (the `fieldManager` parameter or the User-Agent).
+    pub field_manager: Option<String>,
 }
 
 impl Target {
@@ -94,6 +97,108 @@ pub fn decode_body(headers: &HeaderMap, body: &[u8]) -> Result<Value, ApiError> 
 }
 
 const BODY_TYPES: &[&str] = &["application/json", protobuf::CONTENT_TYPE];
+
+/// The manager a write is recorded under: `fieldManager`, else the User-Agent's program name
+/// (upstream's default: `kubectl/v1.33.1 (linux/amd64) ...` → `kubectl`).
+pub fn field_manager(
+    query: &HashMap<String, String>,
+    headers: &HeaderMap,
+) -> Result<String, ApiError> {
+    if let Some(m) = query.get("fieldManager").filter(|m| !m.is_empty()) {
+        if m.chars().count() > 128 {
+            return Err(status::bad_request(format!(
+                "fieldManager: Too long: may not be more than 128 bytes, got {}",
+                m.len()
+            )));
+        }
+        if m.chars().any(|c| c.is_control()) {
+            return Err(status::bad_request(
+                "fieldManager: Invalid value: may only contain printable characters",
+            ));
+        }
+        return Ok(m.clone());
+    }
+    let agent = headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|ua| ua.split('/').next())
+        .map(str::trim)
+        .filter(|ua| !ua.is_empty())
+        .unwrap_or("unknown");
+    Ok(agent.chars().take(128).collect())
+}
+
+/// The schema managedFields are computed against: the served kind (events are stored in their
+/// core/v1 form and not tracked).
+fn ownership_schema(def: &ResourceDef) -> Option<openapi::SchemaNode<'static>> {
+    if def.is_events_v1() {
+        return None;
+    }
+    openapi::spec().kind(&def.api_version(), def.kind)
+}
+
+fn ownership_scope(t: &Target) -> apply::Scope {
+    match t.sub {
+        Some(Subresource::Status) => apply::Scope::Status,
+        _ => apply::Scope::Main,
+    }
+}
+
+/// Records the write in managedFields unless the mutation managed them itself (apply).
+fn record_ownership(t: &Target, old: Option<&Value>, new: &mut Value) {
+    let (Some(manager), Some(schema)) = (&t.field_manager, ownership_schema(t.def)) else {
+        return;
+    };
+    let old_managed = old
+        .and_then(|o| o.pointer("/metadata/managedFields"))
+        .cloned();
+    match new.pointer("/metadata/managedFields") {
+        // A write that leaves managedFields out keeps them.
+        None => {
+            if let Some(kept) = old_managed {
+                meta_mut(new).insert("managedFields".into(), kept);
+            }
+        }
+        Some(reset) if *reset == json!([{}]) => {}
+        Some(sent) if old.is_some() && Some(sent) != old_managed.as_ref() => return,
+        Some(_) => {}
+    }
+    let api_version = t.def.api_version();
+    apply::record_update(
+        old,
+        new,
+        Some(schema),
+        &apply::Writer {
+            manager,
+            api_version: &api_version,
+            scope: ownership_scope(t),
+        },
+    );
+}
+
+/// The body's bytes when it is JSON (duplicate keys can only be seen there).
+fn json_bytes<'b>(headers: &HeaderMap, body: &'b [u8]) -> Option<&'b [u8]> {
+    let ct = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = ct.split(';').next().unwrap_or("").trim();
+    (media != protobuf::CONTENT_TYPE).then_some(body)
+}
+
+/// Applies the request's `fieldValidation` to an incoming object of the given kind.
+fn check_fields(
+    query: &HashMap<String, String>,
+    (api_version, kind): (&str, &str),
+    object: &Value,
+    raw: Option<&[u8]>,
+) -> Result<(), ApiError> {
+    let mode = FieldValidation::from_query(query)?;
+    for warning in fieldvalidation::check(mode, api_version, kind, object, raw)? {
+        fieldvalidation::warn(warning);
+    }
+    Ok(())
+}
 
 /// The request body, checked and decoded into its storage form (core/v1 for events).
 fn to_storage(
@@ -409,10 +514,26 @@ pub async fn create(
         None => {}
     }
     let (api_version, kind) = kind_of(t.def);
-    let mut object = to_storage(t.def, decoded, (&api_version, kind))?;
+    check_fields(
+        query,
+        (&api_version, kind),
+        &decoded,
+        json_bytes(headers, body),
+    )?;
+    let object = to_storage(t.def, decoded, (&api_version, kind))?;
     if t.def.storage == Storage::Review {
         return crate::subresources::review(t.def, user);
     }
+    create_object(state, t, query, object).await
+}
+
+/// Creates a decoded, checked object in storage form.
+async fn create_object(
+    state: &State,
+    t: &Target,
+    query: &HashMap<String, String>,
+    mut object: Value,
+) -> Result<(StatusCode, Value), ApiError> {
     let body_ns = objects::namespace(&object).map(str::to_string);
     if t.def.namespaced {
         if body_ns.is_some() && body_ns != t.namespace {
@@ -424,6 +545,7 @@ pub async fn create(
         meta_mut(&mut object).remove("namespace");
     }
     prepare_create(t, &mut object)?;
+    record_ownership(t, None, &mut object);
     let name = objects::name(&object).unwrap_or("").to_string();
     let causes = validate::validate(t.def, &object);
     if !causes.is_empty() {
@@ -624,6 +746,7 @@ where
             }
         }
         let mut new = finish_update(t, &current.object, candidate)?;
+        record_ownership(t, Some(&current.object), &mut new);
         let mut extras = Extras::default();
         if t.def.kind == "Service" && t.sub.is_none() {
             let claims = assign_service(state, t, &mut new, Some(&current.object)).await?;
@@ -830,6 +953,12 @@ pub async fn update(
 ) -> Result<(StatusCode, Value), ApiError> {
     let raw = decode_body(headers, body)?;
     if t.sub == Some(Subresource::Scale) {
+        check_fields(
+            query,
+            ("autoscaling/v1", "Scale"),
+            &raw,
+            json_bytes(headers, body),
+        )?;
         let scale = raw;
         let precondition = objects::resource_version(&scale).map(str::to_string);
         let updated = update_with(state, t, query, precondition, |old| {
@@ -839,6 +968,7 @@ pub async fn update(
         return Ok((StatusCode::OK, to_scale(t.def, &updated)?));
     }
     let (api_version, kind) = kind_of(t.def);
+    check_fields(query, (&api_version, kind), &raw, json_bytes(headers, body))?;
     let object = to_storage(t.def, raw, (&api_version, kind))?;
     if let Some(body_name) = objects::name(&object) {
         if body_name != t.name() {
@@ -862,10 +992,59 @@ pub async fn update(
     Ok((StatusCode::OK, to_wire(t.def, updated)))
 }
 
+const APPLY_PATCH: &str = "application/apply-patch+yaml";
+
 const PATCH_TYPES: &[&str] = &[
+    APPLY_PATCH,
     "application/json-patch+json",
     "application/merge-patch+json",
+    "application/strategic-merge-patch+json",
 ];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PatchType {
+    Json,
+    Merge,
+    Strategic,
+}
+
+fn patch_error(e: impl std::fmt::Display, code: u16) -> ApiError {
+    ApiError {
+        code,
+        reason: if code == 422 { "Invalid" } else { "BadRequest" }.into(),
+        message: e.to_string(),
+        details: None,
+        retry_after_seconds: None,
+    }
+}
+
+/// Applies a JSON, merge or strategic merge patch to an object of the given kind.
+fn apply_patch(
+    patch_type: PatchType,
+    (api_version, kind): (&str, &str),
+    current: Value,
+    patch_doc: &Value,
+) -> Result<Value, ApiError> {
+    match patch_type {
+        PatchType::Merge => {
+            let mut target = current;
+            patch::merge_patch(&mut target, patch_doc);
+            Ok(target)
+        }
+        PatchType::Json => patch::json_patch(&current, patch_doc).map_err(|e| patch_error(e, 422)),
+        PatchType::Strategic => {
+            let schema = openapi::spec().kind(api_version, kind);
+            strategic::strategic_merge_patch(&current, patch_doc, schema.as_ref()).map_err(|e| {
+                // Upstream answers a patch that contradicts its own $retainKeys with 422.
+                let code = match e {
+                    strategic::StrategicPatchError::NotInRetainKeys { .. } => 422,
+                    _ => 400,
+                };
+                patch_error(&e, code)
+            })
+        }
+    }
+}
 
 pub async fn patch(
     state: &State,
@@ -883,32 +1062,29 @@ pub async fn patch(
         .unwrap_or("")
         .trim()
         .to_string();
-    let merge = match content_type.as_str() {
-        "application/merge-patch+json" => true,
-        "application/json-patch+json" => false,
+    if content_type == APPLY_PATCH {
+        return server_side_apply(state, t, query, body).await;
+    }
+    let patch_type = match content_type.as_str() {
+        "application/merge-patch+json" => PatchType::Merge,
+        "application/json-patch+json" => PatchType::Json,
+        "application/strategic-merge-patch+json" => PatchType::Strategic,
         other => return Err(status::unsupported_media_type(other, PATCH_TYPES)),
     };
     let patch_doc: Value = serde_json::from_slice(body)
         .map_err(|e| status::bad_request(format!("error decoding patch: {e}")))?;
-    let apply = |current: Value| -> Result<Value, ApiError> {
-        if merge {
-            let mut target = current;
-            patch::merge_patch(&mut target, &patch_doc);
-            Ok(target)
-        } else {
-            patch::json_patch(&current, &patch_doc).map_err(|e| ApiError {
-                code: 422,
-                reason: "Invalid".into(),
-                message: e.to_string(),
-                details: None,
-                retry_after_seconds: None,
-            })
+    let mode = FieldValidation::from_query(query)?;
+    let precondition = patch_precondition(&patch_doc, patch_type != PatchType::Json);
+    let patched = |gvk: (&str, &str), current: Value| -> Result<Value, ApiError> {
+        let out = apply_patch(patch_type, gvk, current, &patch_doc)?;
+        for warning in fieldvalidation::check(mode, gvk.0, gvk.1, &out, Some(body))? {
+            fieldvalidation::warn(warning);
         }
+        Ok(out)
     };
-    let precondition = patch_precondition(&patch_doc, merge);
     if t.sub == Some(Subresource::Scale) {
         let updated = update_with(state, t, query, precondition, |old| {
-            let scale = apply(to_scale(t.def, old)?)?;
+            let scale = patched(("autoscaling/v1", "Scale"), to_scale(t.def, old)?)?;
             scale_mutation(t, old, &scale)
         })
         .await?;
@@ -916,11 +1092,117 @@ pub async fn patch(
     }
     let (api_version, kind) = kind_of(t.def);
     let updated = update_with(state, t, query, precondition, |old| {
-        let patched = apply(to_wire(t.def, old.clone()))?;
-        to_storage(t.def, patched, (&api_version, kind))
+        let out = patched((&api_version, kind), to_wire(t.def, old.clone()))?;
+        to_storage(t.def, out, (&api_version, kind))
     })
     .await?;
     Ok((StatusCode::OK, to_wire(t.def, updated)))
+}
+
+/// Server-side apply: merges the manager's configuration, creating the object if it is absent.
+async fn server_side_apply(
+    state: &State,
+    t: &Target,
+    query: &HashMap<String, String>,
+    body: &[u8],
+) -> Result<(StatusCode, Value), ApiError> {
+    if query.get("fieldManager").is_none_or(|m| m.is_empty()) {
+        return Err(status::bad_request(
+            "PATCH requests with the apply content type require a non-empty fieldManager parameter",
+        ));
+    }
+    let manager = t.field_manager.clone().unwrap_or_default();
+    let scope = match t.sub {
+        None => apply::Scope::Main,
+        Some(Subresource::Status) => apply::Scope::Status,
+        Some(_) => {
+            return Err(status::unsupported_media_type(
+                APPLY_PATCH,
+                &PATCH_TYPES[1..],
+            ))
+        }
+    };
+    let mut config: Value = serde_yaml::from_slice(body)
+        .map_err(|e| status::bad_request(format!("error decoding YAML: {e}")))?;
+    let (api_version, kind) = kind_of(t.def);
+    let Some(map) = config.as_object_mut() else {
+        return Err(status::bad_request(
+            "the apply configuration must be an object",
+        ));
+    };
+    if map.get("apiVersion").and_then(Value::as_str) != Some(api_version.as_str())
+        || map.get("kind").and_then(Value::as_str) != Some(kind)
+    {
+        return Err(status::bad_request(format!(
+            "the apply configuration must set apiVersion {api_version:?} and kind {kind:?}"
+        )));
+    }
+    let meta = meta_mut(&mut config);
+    if meta.get("managedFields").is_some_and(|m| !m.is_null()) {
+        return Err(status::bad_request("metadata.managedFields must be nil"));
+    }
+    match meta.get("name").and_then(Value::as_str) {
+        Some(n) if n != t.name() => {
+            return Err(status::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({})",
+                t.name()
+            )))
+        }
+        Some(_) => {}
+        None => {
+            meta.insert("name".into(), json!(t.name()));
+        }
+    }
+    let raw_json = body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    check_fields(
+        query,
+        (&api_version, kind),
+        &config,
+        raw_json.then_some(body),
+    )?;
+    let schema = ownership_schema(t.def);
+    let version = t.def.api_version();
+    let writer = apply::Writer {
+        manager: &manager,
+        api_version: &version,
+        scope,
+    };
+    let force = query_flag(query, "force");
+    let precondition = objects::resource_version(&config).map(str::to_string);
+    for _ in 0..4 {
+        let result = update_with(state, t, query, precondition.clone(), |old| {
+            let live = to_wire(t.def, old.clone());
+            let merged = apply::apply(Some(&live), &config, schema, &writer, force)?;
+            to_storage(t.def, merged, (&api_version, kind))
+        })
+        .await;
+        match result {
+            Ok(updated) => return Ok((StatusCode::OK, to_wire(t.def, updated))),
+            Err(e) if e.code == 404 && scope == apply::Scope::Main => {}
+            Err(e) => return Err(e),
+        }
+        let created = apply::apply(None, &config, schema, &writer, force)?;
+        let object = to_storage(t.def, created, (&api_version, kind))?;
+        // The apply already recorded ownership.
+        let create_target = Target {
+            field_manager: None,
+            ..t.clone()
+        };
+        match create_object(state, &create_target, query, object).await {
+            Err(e) if e.code == 409 && e.reason == "AlreadyExists" => continue,
+            other => return other,
+        }
+    }
+    Err(status::conflict(
+        t.def.group,
+        t.def.plural,
+        t.name(),
+        status::OBJECT_MODIFIED,
+    ))
+}
+
+fn query_flag(query: &HashMap<String, String>, key: &str) -> bool {
+    query.get(key).is_some_and(|v| v == "true" || v == "1")
 }
 
 /// A `resourceVersion` a patch sets is a precondition on the object it patches.
@@ -1294,6 +1576,7 @@ pub async fn delete_collection(
             namespace: objects::namespace(&item).map(str::to_string),
             name: objects::name(&item).map(str::to_string),
             sub: None,
+            field_manager: None,
         };
         match delete_one(state, &item_target, query, &opts).await {
             Ok((_, v)) => deleted.push(if v.get("kind") == Some(&json!("Status")) {

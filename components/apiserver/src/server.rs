@@ -22,7 +22,7 @@ use crate::metrics::LatencyLabels;
 use crate::registry::{self, Storage};
 use crate::response::{self, parse_query, query_bool, read_body, Body};
 use crate::rest::{self, Target};
-use crate::{discovery, watch, State};
+use crate::{discovery, fieldvalidation, openapi, watch, State};
 
 /// Paths anyone may read without credentials (upstream's system:public-info-viewer and
 /// service-account-issuer-discovery roles).
@@ -175,6 +175,50 @@ fn ok_text(body: &'static str) -> Response<Body> {
     response::text(StatusCode::OK, body, "text/plain; charset=utf-8")
 }
 
+/// An OpenAPI document; addressed by its hash, it never changes and may be cached for good.
+fn openapi_document(document: &openapi::Document, immutable: bool) -> Response<Body> {
+    let mut resp = response::text(StatusCode::OK, document.body.clone(), "application/json");
+    let headers = resp.headers_mut();
+    let cache = if immutable {
+        "public, immutable"
+    } else {
+        "no-cache, private"
+    };
+    headers.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static(cache),
+    );
+    if let Ok(etag) = http::HeaderValue::from_str(&format!("\"{}\"", document.hash)) {
+        headers.insert(http::header::ETAG, etag);
+    }
+    resp
+}
+
+/// Swagger 2.0 is served as JSON only; a client asking for protobuf alone is told so (406) and
+/// falls back to OpenAPI v3.
+fn openapi_v2(req: &Request<Incoming>) -> Result<Response<Body>, ApiError> {
+    let accept = req
+        .headers()
+        .get(http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let json_ok = accept.is_empty()
+        || accept
+            .split(',')
+            .map(|t| t.split(';').next().unwrap_or("").trim())
+            .any(|t| matches!(t, "application/json" | "application/*" | "*/*"));
+    if !json_ok {
+        return Err(ApiError {
+            code: 406,
+            reason: "NotAcceptable".into(),
+            message: format!("only the following media types are accepted: application/json (asked for {accept})"),
+            details: None,
+            retry_after_seconds: None,
+        });
+    }
+    Ok(openapi_document(openapi::spec().v2(), false))
+}
+
 async fn route(
     state: &Arc<State>,
     user: &UserInfo,
@@ -233,6 +277,28 @@ async fn route(
                 http::HeaderValue::from_static("application/jwk-set+json"),
             );
             return Ok(resp);
+        }
+        ["openapi", "v2"] if get => return openapi_v2(&req),
+        ["openapi", "v3"] if get => return Ok(openapi_document(openapi::spec().v3_index(), false)),
+        ["openapi", "v3", rest @ ..] if get => {
+            let key = rest.join("/");
+            let document = openapi::spec().v3(&key).ok_or_else(not_found)?;
+            let query = parse_query(req.uri().query());
+            return Ok(match query.get("hash") {
+                // Upstream redirects an outdated hash to the current one.
+                Some(h) if *h != document.hash => {
+                    let mut resp = response::text(StatusCode::MOVED_PERMANENTLY, "", "text/plain");
+                    if let Ok(location) = http::HeaderValue::from_str(&format!(
+                        "/openapi/v3/{key}?hash={}",
+                        document.hash
+                    )) {
+                        resp.headers_mut().insert(http::header::LOCATION, location);
+                    }
+                    resp
+                }
+                Some(_) => openapi_document(document, true),
+                None => openapi_document(document, false),
+            });
         }
         ["api"] if get => {
             return Ok(response::json(
@@ -310,6 +376,7 @@ fn resolve(group: &str, version: &str, rest: &[&str]) -> Result<Target, ApiError
         namespace,
         name,
         sub,
+        field_manager: None,
     })
 }
 
@@ -382,22 +449,40 @@ async fn resource(
     }
     let (parts, body) = req.into_parts();
     let body = read_body(body).await?;
-    let (code, value) = match (&method, &t.name) {
-        (&Method::POST, None) => {
-            rest::create(state, user, &t, &query, &parts.headers, &body).await?
+    let mut t = t;
+    t.field_manager = Some(rest::field_manager(&query, &parts.headers)?);
+    let handler = async {
+        match (&method, &t.name) {
+            (&Method::POST, None) => {
+                rest::create(state, user, &t, &query, &parts.headers, &body).await
+            }
+            (&Method::POST, Some(_)) if t.sub.is_some() => {
+                rest::create(state, user, &t, &query, &parts.headers, &body).await
+            }
+            (&Method::PUT, Some(_)) => rest::update(state, &t, &query, &parts.headers, &body).await,
+            (&Method::PATCH, Some(_)) => {
+                rest::patch(state, &t, &query, &parts.headers, &body).await
+            }
+            (&Method::DELETE, Some(_)) if t.sub.is_none() => {
+                rest::delete(state, &t, &query, &body).await
+            }
+            (&Method::DELETE, None) => rest::delete_collection(state, &t, &query, &body).await,
+            _ => Err(method_not_allowed(&method)),
         }
-        (&Method::POST, Some(_)) if t.sub.is_some() => {
-            rest::create(state, user, &t, &query, &parts.headers, &body).await?
-        }
-        (&Method::PUT, Some(_)) => rest::update(state, &t, &query, &parts.headers, &body).await?,
-        (&Method::PATCH, Some(_)) => rest::patch(state, &t, &query, &parts.headers, &body).await?,
-        (&Method::DELETE, Some(_)) if t.sub.is_none() => {
-            rest::delete(state, &t, &query, &body).await?
-        }
-        (&Method::DELETE, None) => rest::delete_collection(state, &t, &query, &body).await?,
-        _ => return Err(method_not_allowed(&method)),
     };
-    Ok(response::json(code, &value))
+    let (result, warnings) = fieldvalidation::collect_warnings(handler).await;
+    let (code, value) = result?;
+    let mut resp = response::json(code, &value);
+    let mut sent = std::collections::HashSet::new();
+    for warning in warnings {
+        if !sent.insert(warning.clone()) {
+            continue;
+        }
+        if let Ok(v) = http::HeaderValue::from_str(&fieldvalidation::warning_header(&warning)) {
+            resp.headers_mut().append(http::header::WARNING, v);
+        }
+    }
+    Ok(resp)
 }
 
 fn method_not_allowed(method: &Method) -> ApiError {

@@ -291,6 +291,7 @@ mod tests {
             namespace: Some("default".into()),
             name: None,
             sub: None,
+            field_manager: None,
         }
     }
 

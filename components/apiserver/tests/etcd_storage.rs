@@ -51,6 +51,7 @@ fn target(group: &str, plural: &str, name: Option<&str>) -> Target {
         namespace: Some("default".into()),
         name: name.map(str::to_string),
         sub: None,
+        field_manager: None,
     }
 }
 
