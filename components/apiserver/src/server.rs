@@ -22,7 +22,7 @@ use crate::metrics::LatencyLabels;
 use crate::registry::{self, Storage};
 use crate::response::{self, parse_query, query_bool, read_body, Body};
 use crate::rest::{self, Target};
-use crate::{discovery, fieldvalidation, openapi, watch, State};
+use crate::{discovery, fieldvalidation, openapi, table, watch, State};
 
 /// Paths anyone may read without credentials (upstream's system:public-info-viewer and
 /// service-account-issuer-discovery roles).
@@ -438,14 +438,53 @@ async fn resource(
         return Err(method_not_allowed(&method));
     }
     if method == Method::GET {
+        let accept = req
+            .headers()
+            .get(http::header::ACCEPT)
+            .and_then(|v| v.to_str().ok());
+        let table = match t.sub {
+            None => table::requested(accept, query.get("includeObject").map(String::as_str))
+                .map_err(status::bad_request)?,
+            Some(_) => None,
+        };
         if watching && t.name.is_none() {
-            return watch::serve(state.clone(), &t, &query, labels.clone()).await;
+            return watch::serve(state.clone(), &t, &query, table, labels.clone()).await;
         }
         let (code, body) = match &t.name {
             None => rest::list(state, &t, &query).await?,
             Some(_) => rest::get(state, &t).await?,
         };
-        return Ok(response::json(code, &body));
+        let Some(include) = table else {
+            return Ok(response::json(code, &body));
+        };
+        let now = chrono::Utc::now();
+        let rendered = match &t.name {
+            None => table::table(
+                t.def.group,
+                t.def.plural,
+                body["items"]
+                    .as_array()
+                    .map(Vec::as_slice)
+                    .unwrap_or_default(),
+                &body["metadata"],
+                include,
+                now,
+            ),
+            Some(_) => table::table(
+                t.def.group,
+                t.def.plural,
+                std::slice::from_ref(&body),
+                &serde_json::json!({"resourceVersion": body.pointer("/metadata/resourceVersion")}),
+                include,
+                now,
+            ),
+        };
+        let mut resp = response::json(code, &rendered);
+        resp.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static(table::CONTENT_TYPE),
+        );
+        return Ok(resp);
     }
     let (parts, body) = req.into_parts();
     let body = read_body(body).await?;

@@ -5,6 +5,7 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use crate::metrics::LatencyLabels;
 use crate::response::{query_bool, Body};
 use crate::rest::{store_error, to_wire, Selectors, Target};
 use crate::storage::Store;
+use crate::table::{self, IncludeObject};
 use crate::State;
 
 /// How often an idle watch with `allowWatchBookmarks` gets a bookmark.
@@ -34,6 +36,34 @@ struct WatchRequest {
     start: Start,
     bookmarks: bool,
     timeout: Option<Duration>,
+    /// Objects are sent as one-row Tables (`kubectl get -w`).
+    table: Option<IncludeObject>,
+    /// Tables carry their column definitions in the first event only, as upstream's do.
+    columns_sent: AtomicBool,
+}
+
+impl WatchRequest {
+    /// An event line for an object (in storage form).
+    fn event(&self, event_type: &str, object: Value) -> Bytes {
+        let t = &self.target;
+        let object = to_wire(t.def, object);
+        let Some(include) = self.table else {
+            return line(event_type, &object);
+        };
+        let metadata = json!({"resourceVersion": object.pointer("/metadata/resourceVersion")});
+        let mut rendered = table::table(
+            t.def.group,
+            t.def.plural,
+            std::slice::from_ref(&object),
+            &metadata,
+            include,
+            chrono::Utc::now(),
+        );
+        if self.columns_sent.swap(true, Ordering::Relaxed) {
+            rendered["columnDefinitions"] = json!([]);
+        }
+        line(event_type, &rendered)
+    }
 }
 
 enum Start {
@@ -46,7 +76,11 @@ enum Start {
     Latest,
 }
 
-fn parse(t: &Target, query: &HashMap<String, String>) -> Result<WatchRequest, ApiError> {
+fn parse(
+    t: &Target,
+    query: &HashMap<String, String>,
+    table: Option<IncludeObject>,
+) -> Result<WatchRequest, ApiError> {
     let selectors = Selectors::parse(t.def, query)?;
     let rv = query
         .get("resourceVersion")
@@ -92,6 +126,8 @@ fn parse(t: &Target, query: &HashMap<String, String>) -> Result<WatchRequest, Ap
         start,
         bookmarks,
         timeout,
+        table,
+        columns_sent: AtomicBool::new(false),
     })
 }
 
@@ -122,9 +158,10 @@ pub async fn serve(
     state: Arc<State>,
     t: &Target,
     query: &HashMap<String, String>,
+    table: Option<IncludeObject>,
     labels: LatencyLabels,
 ) -> Result<Response<Body>, ApiError> {
-    let request = parse(t, query)?;
+    let request = parse(t, query, table)?;
     let (tx, rx) = mpsc::channel::<Bytes>(256);
     let prefix = state.store.collection(t.segment(), t.namespace.as_deref());
     let guard = state.metrics.watch_opened(&labels);
@@ -154,10 +191,13 @@ pub async fn serve(
         StreamBody::new(ReceiverStream::new(rx).map(|b| Ok::<_, Infallible>(Frame::data(b))));
     let mut resp = Response::new(BodyExt::boxed(body));
     *resp.status_mut() = StatusCode::OK;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    let content_type = if table.is_some() {
+        table::CONTENT_TYPE
+    } else {
+        "application/json"
+    };
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     Ok(resp)
 }
 
@@ -193,7 +233,7 @@ async fn run(
                 .map_err(|e| WatchEnd::Store(store_error(e).message))?;
             for item in page.items {
                 if request.selectors.matches(&item.object) {
-                    send(tx, line("ADDED", &to_wire(t.def, item.object))).await?;
+                    send(tx, request.event("ADDED", item.object)).await?;
                 }
             }
             if initial_events_end {
@@ -225,7 +265,7 @@ async fn run(
                     return Err(WatchEnd::Store(response.cancel_reason().to_string()));
                 }
                 for event in response.events() {
-                    if let Some(bytes) = translate(t, &request.selectors, event) {
+                    if let Some(bytes) = translate(request, event) {
                         send(tx, bytes).await?;
                     }
                     if let Some(kv) = event.kv() {
@@ -247,7 +287,8 @@ async fn run(
 }
 
 /// One etcd event as the watch event this client should see, if any.
-fn translate(t: &Target, selectors: &Selectors, event: &etcd_client::Event) -> Option<Bytes> {
+fn translate(request: &WatchRequest, event: &etcd_client::Event) -> Option<Bytes> {
+    let selectors = &request.selectors;
     let kv = event.kv()?;
     let previous = event
         .prev_kv()
@@ -259,12 +300,12 @@ fn translate(t: &Target, selectors: &Selectors, event: &etcd_client::Event) -> O
             let current = Store::decode_event(kv).ok()?.object;
             let new_matches = selectors.matches(&current);
             match (old_matches, new_matches) {
-                (true, true) => Some(line("MODIFIED", &to_wire(t.def, current))),
-                (false, true) => Some(line("ADDED", &to_wire(t.def, current))),
+                (true, true) => Some(request.event("MODIFIED", current)),
+                (false, true) => Some(request.event("ADDED", current)),
                 (true, false) => {
                     let mut last = previous?;
                     crate::storage::set_resource_version(&mut last, kv.mod_revision());
-                    Some(line("DELETED", &to_wire(t.def, last)))
+                    Some(request.event("DELETED", last))
                 }
                 (false, false) => None,
             }
@@ -275,7 +316,7 @@ fn translate(t: &Target, selectors: &Selectors, event: &etcd_client::Event) -> O
             }
             let mut last = previous?;
             crate::storage::set_resource_version(&mut last, kv.mod_revision());
-            Some(line("DELETED", &to_wire(t.def, last)))
+            Some(request.event("DELETED", last))
         }
     }
 }
@@ -314,12 +355,12 @@ mod tests {
     fn streaming_lists_need_not_older_than() {
         let q: HashMap<String, String> =
             [("sendInitialEvents".to_string(), "true".to_string())].into();
-        assert_eq!(parse(&target(), &q).err().unwrap().code, 422);
+        assert_eq!(parse(&target(), &q, None).err().unwrap().code, 422);
         let mut q = q;
         q.insert("resourceVersionMatch".into(), "NotOlderThan".into());
         q.insert("allowWatchBookmarks".into(), "true".into());
         assert!(matches!(
-            parse(&target(), &q).unwrap().start,
+            parse(&target(), &q, None).unwrap().start,
             Start::FromNow {
                 initial_events_end: true
             }
@@ -330,10 +371,13 @@ mod tests {
     fn send_initial_events_false_starts_at_the_latest_revision() {
         let q: HashMap<String, String> =
             [("sendInitialEvents".to_string(), "false".to_string())].into();
-        assert!(matches!(parse(&target(), &q).unwrap().start, Start::Latest));
+        assert!(matches!(
+            parse(&target(), &q, None).unwrap().start,
+            Start::Latest
+        ));
         let q: HashMap<String, String> = [("resourceVersion".to_string(), "7".to_string())].into();
         assert!(matches!(
-            parse(&target(), &q).unwrap().start,
+            parse(&target(), &q, None).unwrap().start,
             Start::After(7)
         ));
     }

@@ -100,6 +100,31 @@ fn printer(group: &str, resource: &str) -> (&'static [Column], Printer) {
     }
 }
 
+/// The media type of a Table answer.
+pub const CONTENT_TYPE: &str = "application/json;as=Table;v=v1;g=meta.k8s.io";
+
+/// Whether the client asked for a Table (`Accept: application/json;as=Table;v=v1;g=meta.k8s.io`,
+/// as kubectl sends first in its list), and which `includeObject` it wants.
+pub fn requested(
+    accept: Option<&str>,
+    include_object: Option<&str>,
+) -> Result<Option<IncludeObject>, String> {
+    let wants_table = accept.unwrap_or("").split(',').any(|media| {
+        let mut parts = media.split(';').map(str::trim);
+        let base = parts.next().unwrap_or("");
+        let params: Vec<(&str, &str)> = parts.filter_map(|p| p.split_once('=')).collect();
+        let has = |k: &str, v: &[&str]| params.iter().any(|(pk, pv)| *pk == k && v.contains(pv));
+        base == "application/json"
+            && has("as", &["Table"])
+            && has("g", &["meta.k8s.io"])
+            && has("v", &["v1", "v1beta1"])
+    });
+    if !wants_table {
+        return Ok(None);
+    }
+    IncludeObject::from_query(include_object).map(Some)
+}
+
 /// Columns for a resource (group "" for core; resource is the plural, e.g. "pods"). Resources
 /// without a printer get upstream's default: Name, Created At.
 pub fn columns(group: &str, resource: &str) -> &'static [Column] {
