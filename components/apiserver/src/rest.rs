@@ -903,6 +903,15 @@ fn finish_update(t: &Target, old: &Value, candidate: Value) -> Result<Value, Api
                     }
                 }
             }
+            // Ownership of status fields is recorded through this endpoint too.
+            match candidate.pointer("/metadata/managedFields") {
+                Some(m) => {
+                    meta_mut(&mut new).insert("managedFields".into(), m.clone());
+                }
+                None => {
+                    meta_mut(&mut new).remove("managedFields");
+                }
+            }
             new
         }
         Some(Subresource::Finalize) => {
@@ -1122,7 +1131,7 @@ async fn server_side_apply(
             ))
         }
     };
-    let mut config: Value = serde_yaml::from_slice(body)
+    let mut config: Value = serde_norway::from_slice(body)
         .map_err(|e| status::bad_request(format!("error decoding YAML: {e}")))?;
     let (api_version, kind) = kind_of(t.def);
     let Some(map) = config.as_object_mut() else {

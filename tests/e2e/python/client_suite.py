@@ -1,5 +1,6 @@
 """The Python `kubernetes` client against hakube-apiserver: list, create, read, replace,
-watch from a list's resourceVersion, delete, and 404 as ApiException.
+watch from a list's resourceVersion, strategic merge patches with dict bodies, delete, and 404
+as ApiException.
 
 Run by tests/e2e/tests/python_client.rs with KUBECONFIG pointing at the server."""
 import sys
@@ -68,6 +69,21 @@ def main() -> None:
                 spec=client.V1PodSpec(containers=[client.V1Container(name="web", image="nginx:1.25")]))))
     apps.create_namespaced_deployment("default", deployment)
     assert apps.read_namespaced_deployment("py-web", "default").spec.strategy.type == "RollingUpdate"
+
+    # A dict body is sent as a strategic merge patch: containers merge by name.
+    patched = apps.patch_namespaced_deployment("py-web", "default", {
+        "metadata": {"labels": {"patched": "yes"}},
+        "spec": {"template": {"spec": {"containers": [
+            {"name": "web", "image": "nginx:1.26"},
+            {"name": "sidecar", "image": "busybox"}]}}}})
+    containers = [(c.name, c.image) for c in patched.spec.template.spec.containers]
+    assert containers == [("web", "nginx:1.26"), ("sidecar", "busybox")], containers
+    assert patched.metadata.labels == {"patched": "yes"}, patched.metadata.labels
+    patched = apps.patch_namespaced_deployment("py-web", "default", {
+        "spec": {"template": {"spec": {"containers": [{"name": "sidecar", "$patch": "delete"}]}}}})
+    assert [c.name for c in patched.spec.template.spec.containers] == ["web"]
+    relabelled = core.patch_namespace("default", {"metadata": {"labels": {"team": "py"}}})
+    assert relabelled.metadata.labels.get("team") == "py", relabelled.metadata.labels
 
     deleted = core.delete_namespaced_config_map("py-cm", "default")
     deleted = deleted if isinstance(deleted, dict) else deleted.to_dict()

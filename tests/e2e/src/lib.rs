@@ -18,9 +18,13 @@ pub fn free_port() -> u16 {
         .expect("the loopback interface can bind an ephemeral port")
 }
 
-/// The repository root (the e2e crate lives in `tests/e2e`).
+/// The repository root (the e2e crate lives in `tests/e2e`). Read at run time: cargo reuses
+/// this crate's build between checkouts that share a target directory, so the compile-time
+/// value may name another checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest_dir = std::env::var("CARGO_MANIFEST_DIR")
+        .unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    Path::new(&manifest_dir)
         .join("../..")
         .canonicalize()
         .expect("the repository root exists")

@@ -4,7 +4,7 @@
 use hakube_e2e::ControlPlane;
 use serde_json::{json, Value};
 
-const CREATE: &[&str] = &["create", "--validate=false", "-f", "-"];
+const CREATE: &[&str] = &["create", "-f", "-"];
 
 fn bearer(token: &str) -> Vec<String> {
     vec!["-H".to_string(), format!("Authorization: Bearer {token}")]

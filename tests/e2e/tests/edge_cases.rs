@@ -7,7 +7,7 @@ use std::time::Duration;
 use hakube_e2e::{eventually, ControlPlane};
 use serde_json::json;
 
-const CREATE: &[&str] = &["create", "--validate=false", "-f", "-"];
+const CREATE: &[&str] = &["create", "-f", "-"];
 
 fn pod(name: &str) -> String {
     json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":name},"spec":{"containers":[{"name":"c","image":"busybox:1.36"}]}}).to_string()

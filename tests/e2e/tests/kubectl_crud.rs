@@ -7,7 +7,7 @@ use hakube_e2e::{eventually, ControlPlane};
 use serde_json::{json, Value};
 
 // OpenAPI (and with it kubectl's client-side validation) arrives with the apply/OpenAPI issue.
-const CREATE: &[&str] = &["create", "--validate=false", "-f", "-"];
+const CREATE: &[&str] = &["create", "-f", "-"];
 
 fn configmap(name: &str) -> String {
     json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":name,"labels":{"app":"demo"}},"data":{"a":"b"}})

@@ -7,7 +7,7 @@ use std::time::Duration;
 use hakube_e2e::{eventually, ControlPlane};
 use serde_json::{json, Value};
 
-const CREATE: &[&str] = &["create", "--validate=false", "-f", "-"];
+const CREATE: &[&str] = &["create", "-f", "-"];
 
 fn configmap(name: &str, labels: Value) -> String {
     json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":name,"labels":labels},"data":{"a":"b"}}).to_string()

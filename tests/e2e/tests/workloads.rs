@@ -4,7 +4,7 @@
 use hakube_e2e::ControlPlane;
 use serde_json::{json, Value};
 
-const CREATE: &[&str] = &["create", "--validate=false", "-f", "-"];
+const CREATE: &[&str] = &["create", "-f", "-"];
 
 fn pod(name: &str, labels: Value) -> String {
     json!({"apiVersion":"v1","kind":"Pod","metadata":{"name":name,"labels":labels},
