@@ -46,7 +46,8 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
-fn type_name(v: &Value) -> &'static str {
+/// "a string", "an object", ...: how error messages name a JSON value's type.
+pub(crate) fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -20,6 +20,7 @@
 //! - Values added to the original are built as patches applied to nothing:
 //!   directives are honoured and stripped, `null` members dropped.
 
+use crate::patch::type_name;
 use serde_json::{Map, Value};
 use std::fmt;
 
@@ -108,17 +109,6 @@ pub fn strategic_merge_patch<S: PatchSchema>(
     let retain_keys = schema.is_some_and(|s| s.strategy().retain_keys);
     let merged = merge_object(base, patch, schema, retain_keys, &Path::Root)?;
     Ok(Value::Object(merged.unwrap_or_default()))
-}
-
-fn type_name(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 /// Where a value sits in the patch document; rendered only for errors.

@@ -157,29 +157,59 @@ fn capitalize(s: &str) -> String {
     }
 }
 
-struct Operation<'a> {
-    verb: &'a str,
-    action: &'a str,
-    id: String,
-    gvk: Value,
-    params: Vec<Value>,
-    body: Option<Value>,
-    response: Value,
+/// The operations an OpenAPI path item can hold.
+#[derive(Clone, Copy)]
+enum Verb {
+    List,
+    Create,
+    DeleteCollection,
+    Read,
+    Replace,
+    Patch,
+    Delete,
 }
 
-impl Operation<'_> {
-    fn render(self) -> (String, Value) {
+impl Verb {
+    /// (HTTP method, x-kubernetes-action, operationId prefix)
+    fn names(self) -> (&'static str, &'static str, &'static str) {
+        match self {
+            Verb::List => ("get", "list", "list"),
+            Verb::Create => ("post", "post", "create"),
+            Verb::DeleteCollection => ("delete", "deletecollection", "delete"),
+            Verb::Read => ("get", "get", "read"),
+            Verb::Replace => ("put", "put", "replace"),
+            Verb::Patch => ("patch", "patch", "patch"),
+            Verb::Delete => ("delete", "delete", "delete"),
+        }
+    }
+
+    /// Inserts the operation, for objects of definition `schema` and kind `gvk`, into `item`.
+    fn add(self, item: &mut Map<String, Value>, id: String, gvk: &Value, schema: &str) {
+        let (method, action, _) = self.names();
+        let (params, body, code) = match self {
+            Verb::List => (list_params(), None, "200"),
+            Verb::Create => (write_params(false), Some(body(schema)), "201"),
+            Verb::DeleteCollection => {
+                let mut params = delete_params();
+                params.extend(list_params());
+                (params, None, "200")
+            }
+            Verb::Read => (vec![], None, "200"),
+            Verb::Replace => (write_params(false), Some(body(schema)), "200"),
+            Verb::Patch => (write_params(true), Some(patch_body()), "200"),
+            Verb::Delete => (delete_params(), None, "200"),
+        };
         let mut op = json!({
-            "operationId": self.id,
-            "x-kubernetes-action": self.action,
-            "x-kubernetes-group-version-kind": self.gvk,
-            "parameters": self.params,
-            "responses": self.response,
+            "operationId": id,
+            "x-kubernetes-action": action,
+            "x-kubernetes-group-version-kind": gvk,
+            "parameters": params,
+            "responses": json_response(schema, code),
         });
-        if let (Some(body), Some(map)) = (self.body, op.as_object_mut()) {
+        if let (Some(body), Some(map)) = (body, op.as_object_mut()) {
             map.insert("requestBody".into(), body);
         }
-        (self.verb.to_string(), op)
+        item.insert(method.to_string(), op);
     }
 }
 
@@ -218,128 +248,54 @@ pub(super) fn resource_paths(
     } else {
         format!("{base}/{}", def.plural)
     };
+    let item_path = format!("{collection}/{{name}}");
     let words = format!("{}{}", group_word(def.group), capitalize(def.version));
-    let id = |verb: &str, suffix: &str| format!("{verb}{words}{scope}{}{suffix}", def.kind);
+    let id = |verb: Verb, suffix: &str| {
+        let prefix = verb.names().2;
+        match verb {
+            Verb::DeleteCollection => format!("{prefix}{words}Collection{scope}{}", def.kind),
+            _ => format!("{prefix}{words}{scope}{}{suffix}", def.kind),
+        }
+    };
     let kind = json!({"group": def.group, "version": def.version, "kind": def.kind});
-    let mut common = vec![query("pretty", "string", "Indents the output when 'true'.")];
+    let mut params = vec![query("pretty", "string", "Indents the output when 'true'.")];
     if def.namespaced {
-        common.push(path_param("namespace", "The object's namespace."));
+        params.push(path_param("namespace", "The object's namespace."));
     }
 
-    let mut collection_ops = Map::new();
-    let item_path = format!("{collection}/{{name}}");
-    let mut item_ops = Map::new();
-    let op =
-        |verb, action, id: String, params: Vec<Value>, body: Option<Value>, response: Value| {
-            Operation {
-                verb,
-                action,
-                id,
-                gvk: kind.clone(),
-                params,
-                body,
-                response,
-            }
-            .render()
-        };
-    if def.storage == Storage::Review {
-        let (v, o) = op(
-            "post",
-            "post",
-            id("create", ""),
-            write_params(false),
-            Some(body(name)),
-            json_response(name, "201"),
-        );
-        collection_ops.insert(v, o);
+    let (collection_verbs, item_verbs): (&[Verb], &[Verb]) = if def.storage == Storage::Review {
+        (&[Verb::Create], &[])
+    } else if def.verbs().contains(&"deletecollection") {
+        (
+            &[Verb::List, Verb::Create, Verb::DeleteCollection],
+            &[Verb::Read, Verb::Replace, Verb::Patch, Verb::Delete],
+        )
     } else {
-        let (v, o) = op(
-            "get",
-            "list",
-            id("list", ""),
-            list_params(),
-            None,
-            json_response(name, "200"),
-        );
-        collection_ops.insert(v, o);
-        let (v, o) = op(
-            "post",
-            "post",
-            id("create", ""),
-            write_params(false),
-            Some(body(name)),
-            json_response(name, "201"),
-        );
-        collection_ops.insert(v, o);
-        if def.verbs().contains(&"deletecollection") {
-            let mut params = delete_params();
-            params.extend(list_params());
-            let (v, o) = op(
-                "delete",
-                "deletecollection",
-                format!("delete{words}Collection{scope}{}", def.kind),
-                params,
-                None,
-                json_response(name, "200"),
-            );
-            collection_ops.insert(v, o);
-        }
-        let (v, o) = op(
-            "get",
-            "get",
-            id("read", ""),
-            vec![],
-            None,
-            json_response(name, "200"),
-        );
-        item_ops.insert(v, o);
-        let (v, o) = op(
-            "put",
-            "put",
-            id("replace", ""),
-            write_params(false),
-            Some(body(name)),
-            json_response(name, "200"),
-        );
-        item_ops.insert(v, o);
-        let (v, o) = op(
-            "patch",
-            "patch",
-            id("patch", ""),
-            write_params(true),
-            Some(patch_body()),
-            json_response(name, "200"),
-        );
-        item_ops.insert(v, o);
-        let (v, o) = op(
-            "delete",
-            "delete",
-            id("delete", ""),
-            delete_params(),
-            None,
-            json_response(name, "200"),
-        );
-        item_ops.insert(v, o);
+        (
+            &[Verb::List, Verb::Create],
+            &[Verb::Read, Verb::Replace, Verb::Patch, Verb::Delete],
+        )
+    };
+    let mut collection_ops = Map::new();
+    for verb in collection_verbs {
+        verb.add(&mut collection_ops, id(*verb, ""), &kind, name);
     }
-    let mut params = common.clone();
     collection_ops.insert("parameters".into(), Value::Array(params.clone()));
-    out.insert(collection.clone(), Value::Object(collection_ops));
-    if !item_ops.is_empty() {
-        params.push(path_param("name", "The object's name."));
-        item_ops.insert("parameters".into(), Value::Array(params.clone()));
-        out.insert(item_path.clone(), Value::Object(item_ops));
+    out.insert(collection, Value::Object(collection_ops));
+    if item_verbs.is_empty() {
+        return;
     }
-    if def.namespaced && def.storage != Storage::Review {
-        let (v, o) = op(
-            "get",
-            "list",
-            format!("list{words}{}ForAllNamespaces", def.kind),
-            list_params(),
-            None,
-            json_response(name, "200"),
-        );
+    let mut item_ops = Map::new();
+    for verb in item_verbs {
+        verb.add(&mut item_ops, id(*verb, ""), &kind, name);
+    }
+    params.push(path_param("name", "The object's name."));
+    item_ops.insert("parameters".into(), Value::Array(params.clone()));
+    out.insert(item_path.clone(), Value::Object(item_ops));
+    if def.namespaced {
         let mut all = Map::new();
-        all.insert(v, o);
+        let id = format!("list{words}{}ForAllNamespaces", def.kind);
+        Verb::List.add(&mut all, id, &kind, name);
         out.insert(format!("{base}/{}", def.plural), Value::Object(all));
     }
 
@@ -354,56 +310,15 @@ pub(super) fn resource_paths(
             ),
             None => (kind.clone(), name.to_string()),
         };
-        let sub_op =
-            |verb, action, id: String, params: Vec<Value>, body: Option<Value>, response: Value| {
-                Operation {
-                    verb,
-                    action,
-                    id,
-                    gvk: sub_kind.clone(),
-                    params,
-                    body,
-                    response,
-                }
-                .render()
-            };
         let mut ops = Map::new();
         for verb in sub.verbs() {
-            let (v, o) = match *verb {
-                "get" => sub_op(
-                    "get",
-                    "get",
-                    id("read", &suffix),
-                    vec![],
-                    None,
-                    json_response(&sub_schema, "200"),
-                ),
-                "update" => sub_op(
-                    "put",
-                    "put",
-                    id("replace", &suffix),
-                    write_params(false),
-                    Some(body(&sub_schema)),
-                    json_response(&sub_schema, "200"),
-                ),
-                "patch" => sub_op(
-                    "patch",
-                    "patch",
-                    id("patch", &suffix),
-                    write_params(true),
-                    Some(patch_body()),
-                    json_response(&sub_schema, "200"),
-                ),
-                _ => sub_op(
-                    "post",
-                    "post",
-                    id("create", &suffix),
-                    write_params(false),
-                    Some(body(&sub_schema)),
-                    json_response(&sub_schema, "201"),
-                ),
+            let verb = match *verb {
+                "get" => Verb::Read,
+                "update" => Verb::Replace,
+                "patch" => Verb::Patch,
+                _ => Verb::Create,
             };
-            ops.insert(v, o);
+            verb.add(&mut ops, id(verb, &suffix), &sub_kind, &sub_schema);
         }
         ops.insert("parameters".into(), Value::Array(params.clone()));
         out.insert(format!("{item_path}/{}", sub.name()), Value::Object(ops));

@@ -976,7 +976,7 @@ fn table_copies_list_metadata_and_includes_objects() {
     assert_eq!(t["metadata"], list_meta);
     assert_eq!(
         t["columnDefinitions"][1],
-        json!({"name": "Status", "type": "string", "format": "", "description": "The status of the namespace", "priority": 0})
+        json!({"name": "Status", "type": "string", "format": "", "description": "Current phase of the namespace, such as Active or Terminating.", "priority": 0})
     );
     assert_eq!(t["columnDefinitions"][0]["format"], "name");
     assert_eq!(
