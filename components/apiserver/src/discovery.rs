@@ -3,7 +3,7 @@
 
 use serde_json::{json, Value};
 
-use crate::registry::{self, ResourceDef, RESOURCES};
+use crate::registry::{self, ResourceDef};
 
 /// The Kubernetes version this server implements.
 pub const MAJOR: &str = "1";
@@ -40,28 +40,72 @@ pub fn core_versions(server_address: &str) -> Value {
     })
 }
 
+/// Upstream's version priority: GA before beta before alpha, higher numbers first, anything
+/// else last in name order.
+fn version_rank(version: &str) -> (u8, i64, i64, String) {
+    let parse = |rest: &str| -> Option<(u8, i64, i64)> {
+        let (major, tail) = rest.split_at(
+            rest.find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len()),
+        );
+        let major: i64 = major.parse().ok()?;
+        match tail {
+            "" => Some((0, -major, 0)),
+            t if t.starts_with("beta") => Some((1, -major, -t[4..].parse::<i64>().ok()?)),
+            t if t.starts_with("alpha") => Some((2, -major, -t[5..].parse::<i64>().ok()?)),
+            _ => None,
+        }
+    };
+    match version.strip_prefix('v').and_then(parse) {
+        Some((kind, major, minor)) => (kind, major, minor, String::new()),
+        None => (3, 0, 0, version.to_string()),
+    }
+}
+
+/// Each named group with its versions, preferred (highest priority) first.
+fn named_groups() -> Vec<(&'static str, Vec<&'static str>)> {
+    let mut out: Vec<(&'static str, Vec<&'static str>)> = Vec::new();
+    for (group, version) in registry::groups() {
+        if group.is_empty() {
+            continue;
+        }
+        match out.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, versions)) => versions.push(version),
+            None => out.push((group, vec![version])),
+        }
+    }
+    for (_, versions) in &mut out {
+        versions.sort_by_key(|v| version_rank(v));
+    }
+    out
+}
+
+fn group_json(group: &str, versions: &[&str]) -> Value {
+    let entries: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    json!({
+        "name": group,
+        "versions": entries,
+        "preferredVersion": entries.first().cloned().unwrap_or(Value::Null),
+    })
+}
+
 pub fn group_list() -> Value {
-    let groups: Vec<Value> = registry::groups()
-        .into_iter()
-        .filter(|(g, _)| !g.is_empty())
-        .map(|(group, version)| {
-            let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
-            json!({"name": group, "versions": [gv.clone()], "preferredVersion": gv})
-        })
+    let groups: Vec<Value> = named_groups()
+        .iter()
+        .map(|(group, versions)| group_json(group, versions))
         .collect();
     json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
 }
 
 pub fn group(name: &str) -> Option<Value> {
-    let (group, version) = registry::groups().into_iter().find(|(g, _)| *g == name)?;
-    let gv = json!({"groupVersion": format!("{group}/{version}"), "version": version});
-    Some(json!({
-        "kind": "APIGroup",
-        "apiVersion": "v1",
-        "name": group,
-        "versions": [gv.clone()],
-        "preferredVersion": gv,
-    }))
+    let (group, versions) = named_groups().into_iter().find(|(g, _)| *g == name)?;
+    let mut v = group_json(group, &versions);
+    v["kind"] = json!("APIGroup");
+    v["apiVersion"] = json!("v1");
+    Some(v)
 }
 
 fn entry(def: &ResourceDef) -> Value {
@@ -101,8 +145,8 @@ fn sub_entry(def: &ResourceDef, sub: registry::Subresource) -> Value {
 
 /// `APIResourceList` for one group version, or None when it is not served.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
-    let defs: Vec<&ResourceDef> = RESOURCES
-        .iter()
+    let defs: Vec<&ResourceDef> = registry::all()
+        .into_iter()
         .filter(|d| d.group == group && d.version == version)
         .collect();
     if defs.is_empty() {

@@ -50,7 +50,7 @@ pub fn check(
         .into_iter()
         .map(|f| format!("duplicate field \"{f}\""))
         .collect();
-    if let Some(schema) = openapi::spec().kind(api_version, kind) {
+    if let Some(schema) = openapi::schema_for(api_version, kind) {
         findings.extend(
             schema
                 .unknown_fields(object)

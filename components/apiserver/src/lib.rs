@@ -8,6 +8,7 @@ pub mod allocator;
 pub mod apply;
 pub mod authn;
 pub mod bootstrap;
+pub mod crd;
 pub mod defaults;
 pub mod discovery;
 pub mod events;
@@ -217,6 +218,7 @@ pub async fn run(
             .clone()
             .run(state.store.clone(), shutdown_rx.clone()),
     );
+    tokio::spawn(crd::run(state.clone()));
     bootstrap::ensure_defaults(&state, opts.secure_port)
         .await
         .map_err(|e| StartError::Bootstrap(e.message))?;

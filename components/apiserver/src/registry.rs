@@ -7,10 +7,14 @@ use k8s_openapi::api::{
     coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
     events::v1 as events, policy::v1 as policy, rbac::v1 as rbac,
 };
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{de::DeserializeOwned, Serialize};
 use serde_json::Value;
+
+use crate::crd::CustomResource;
+use std::sync::{OnceLock, RwLock};
 
 /// Decodes an object into its typed form and back: wrong types fail here, unknown fields drop.
 pub type Codec = fn(Value) -> Result<Value, serde_json::Error>;
@@ -93,6 +97,8 @@ pub struct ResourceDef {
     pub name_rule: NameRule,
     pub codec: Codec,
     pub schema: SchemaFn,
+    /// Set for the resources a CustomResourceDefinition serves.
+    pub custom: Option<&'static CustomResource>,
 }
 
 impl ResourceDef {
@@ -161,6 +167,7 @@ macro_rules! def {
             name_rule: $rule,
             codec: typed::<$ty>,
             schema: schema_of::<$ty>,
+            custom: None,
         }
     };
     (@storage $plural:expr) => { Storage::Etcd($plural) };
@@ -238,6 +245,9 @@ pub static RESOURCES: &[ResourceDef] = &[
     def!("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding",
         rbac::RoleBinding, namespaced: true, short: NONE_STR, cat: NONE_STR, sub: NONE,
         names: PathSegment),
+    def!("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition",
+        "CustomResourceDefinition", apiextensions::CustomResourceDefinition, namespaced: false,
+        short: &["crd", "crds"], cat: &["api-extensions"], sub: STATUS, names: Subdomain),
     def!("apiregistration.k8s.io", "v1", "apiservices", "apiservice", "APIService",
         apiregistration::APIService, namespaced: false, short: NONE_STR, cat: NONE_STR, sub: STATUS,
         names: PathSegment),
@@ -248,17 +258,66 @@ pub static RESOURCES: &[ResourceDef] = &[
 
 const NONE_STR: &[&str] = &[];
 
+/// The resources served for CustomResourceDefinitions, in the order they were registered.
+fn custom() -> &'static RwLock<Vec<&'static ResourceDef>> {
+    static CUSTOM: OnceLock<RwLock<Vec<&'static ResourceDef>>> = OnceLock::new();
+    CUSTOM.get_or_init(RwLock::default)
+}
+
+/// Replaces what one CRD serves (an empty list stops serving it).
+pub fn set_custom(crd_name: &str, defs: Vec<&'static ResourceDef>) {
+    if let Ok(mut list) = custom().write() {
+        list.retain(|d| d.custom.is_none_or(|c| c.crd_name != crd_name));
+        list.extend(defs);
+    }
+}
+
+/// What one CRD serves.
+pub fn custom_defs(crd_name: &str) -> Vec<&'static ResourceDef> {
+    custom()
+        .read()
+        .map(|list| {
+            list.iter()
+                .filter(|d| d.custom.is_some_and(|c| c.crd_name == crd_name))
+                .copied()
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every served resource: the built-in ones, then those of CRDs.
+pub fn all() -> Vec<&'static ResourceDef> {
+    let mut out: Vec<&'static ResourceDef> = RESOURCES.iter().collect();
+    if let Ok(list) = custom().read() {
+        out.extend(list.iter().copied());
+    }
+    out
+}
+
 /// Finds the served resource for a group, version and plural name.
 pub fn lookup(group: &str, version: &str, plural: &str) -> Option<&'static ResourceDef> {
-    RESOURCES
-        .iter()
-        .find(|d| d.group == group && d.version == version && d.plural == plural)
+    let matches = |d: &&ResourceDef| d.group == group && d.version == version && d.plural == plural;
+    RESOURCES.iter().find(matches).or_else(|| {
+        custom()
+            .read()
+            .ok()
+            .and_then(|list| list.iter().copied().find(|d| matches(d)))
+    })
+}
+
+/// A served custom resource by apiVersion and kind.
+pub fn custom_by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceDef> {
+    custom().read().ok().and_then(|list| {
+        list.iter()
+            .copied()
+            .find(|d| d.kind == kind && d.api_version() == api_version)
+    })
 }
 
 /// The served group versions, core first, each with its resources.
 pub fn groups() -> Vec<(&'static str, &'static str)> {
     let mut out: Vec<(&'static str, &'static str)> = Vec::new();
-    for d in RESOURCES {
+    for d in all() {
         if !out.contains(&(d.group, d.version)) {
             out.push((d.group, d.version));
         }

@@ -134,6 +134,9 @@ fn ownership_schema(def: &ResourceDef) -> Option<openapi::SchemaNode<'static>> {
     if def.is_events_v1() {
         return None;
     }
+    if let Some(custom) = def.custom {
+        return Some(openapi::SchemaNode::root(&custom.openapi));
+    }
     openapi::spec().kind(&def.api_version(), def.kind)
 }
 
@@ -231,6 +234,9 @@ fn to_storage(
     }
     map.insert("apiVersion".into(), json!(api_version));
     map.insert("kind".into(), json!(kind));
+    if let Some(custom) = def.custom {
+        return custom_to_storage(def, custom, object);
+    }
     let typed = (def.codec)(object).map_err(|e| {
         status::bad_request(format!(
             "{kind} in version \"{}\" cannot be handled as a {kind}: {e}",
@@ -244,8 +250,48 @@ fn to_storage(
     })
 }
 
+/// A custom object as stored: metadata checked as ObjectMeta, unknown fields pruned, defaults
+/// applied, in the CRD's storage version.
+fn custom_to_storage(
+    def: &ResourceDef,
+    custom: &crate::crd::CustomResource,
+    mut object: Value,
+) -> Result<Value, ApiError> {
+    let kind = def.kind;
+    if let Some(meta) = object.get("metadata").cloned() {
+        let typed: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta =
+            serde_json::from_value(meta).map_err(|e| {
+                status::bad_request(format!(
+                    "{kind} in version \"{}\" cannot be handled as a {kind}: metadata: {e}",
+                    def.version
+                ))
+            })?;
+        if let Some(map) = object.as_object_mut() {
+            map.insert(
+                "metadata".into(),
+                serde_json::to_value(typed).unwrap_or_else(|_| json!({})),
+            );
+        }
+    }
+    crate::crd::schema::prune(&mut object, &custom.structural);
+    crate::crd::schema::default(&mut object, &custom.structural);
+    if let Some(map) = object.as_object_mut() {
+        map.insert("apiVersion".into(), json!(custom.storage_api_version));
+    }
+    Ok(object)
+}
+
 /// A stored object in the form the client asked for.
 pub fn to_wire(def: &ResourceDef, object: Value) -> Value {
+    if let Some(custom) = def.custom {
+        // conversion: None — only the apiVersion changes; defaults also apply on read.
+        let mut object = object;
+        crate::crd::schema::default(&mut object, &custom.structural);
+        if let Some(map) = object.as_object_mut() {
+            map.insert("apiVersion".into(), json!(def.api_version()));
+        }
+        return object;
+    }
     if def.is_events_v1() {
         events::from_core(object)
     } else {
@@ -545,6 +591,9 @@ async fn create_object(
         meta_mut(&mut object).remove("namespace");
     }
     prepare_create(t, &mut object)?;
+    if t.def.kind == "CustomResourceDefinition" && t.def.custom.is_none() {
+        crate::crd::prepare(&mut object);
+    }
     record_ownership(t, None, &mut object);
     let name = objects::name(&object).unwrap_or("").to_string();
     let causes = validate::validate(t.def, &object);
@@ -573,6 +622,7 @@ async fn create_object(
         match state.store.create(&key, &candidate, &extras).await {
             Ok(rev) => {
                 crate::storage::set_resource_version(&mut candidate, rev);
+                after_write(t, &candidate);
                 return Ok((StatusCode::CREATED, to_wire(t.def, candidate)));
             }
             Err(StoreError::KeyExists(k)) if k != key => {
@@ -589,6 +639,14 @@ async fn create_object(
     Err(status::internal(
         "could not allocate a Service address after 16 attempts",
     ))
+}
+
+/// What this server does at once after a write is stored: a CRD starts (or stops) being
+/// served here without waiting for the CRD watch.
+fn after_write(t: &Target, object: &Value) {
+    if t.def.kind == "CustomResourceDefinition" && t.def.custom.is_none() {
+        crate::crd::sync(object);
+    }
 }
 
 /// Server-set metadata and defaults for a new object.
@@ -630,7 +688,9 @@ fn prepare_create(t: &Target, object: &mut Value) -> Result<(), ApiError> {
             map.remove("status");
         }
     }
-    defaults::apply(t.def.kind, object);
+    if t.def.custom.is_none() {
+        defaults::apply(t.def.kind, object);
+    }
     Ok(())
 }
 
@@ -795,6 +855,7 @@ where
         {
             Ok(rev) => {
                 crate::storage::set_resource_version(&mut new, rev);
+                after_write(t, &new);
                 return Ok(new);
             }
             Err(StoreError::Conflict) | Err(StoreError::KeyExists(_)) if precondition.is_none() => {
@@ -931,7 +992,12 @@ fn finish_update(t: &Target, old: &Value, candidate: Value) -> Result<Value, Api
             )))
         }
     };
-    defaults::apply(t.def.kind, &mut new);
+    if t.def.custom.is_none() {
+        defaults::apply(t.def.kind, &mut new);
+    }
+    if t.def.kind == "CustomResourceDefinition" && t.def.custom.is_none() {
+        crate::crd::prepare(&mut new);
+    }
     let name = objects::name(&new).unwrap_or("").to_string();
     let mut causes = validate::validate(t.def, &new);
     if t.sub.is_none() {
@@ -1082,6 +1148,16 @@ pub async fn patch(
     };
     let patch_doc: Value = serde_json::from_slice(body)
         .map_err(|e| status::bad_request(format!("error decoding patch: {e}")))?;
+    if patch_type == PatchType::Strategic && t.def.custom.is_some() {
+        return Err(status::unsupported_media_type(
+            &content_type,
+            &[
+                APPLY_PATCH,
+                "application/json-patch+json",
+                "application/merge-patch+json",
+            ],
+        ));
+    }
     let mode = FieldValidation::from_query(query)?;
     let precondition = patch_precondition(&patch_doc, patch_type != PatchType::Json);
     let patched = |gvk: (&str, &str), current: Value| -> Result<Value, ApiError> {
@@ -1265,16 +1341,42 @@ pub fn to_scale(def: &ResourceDef, object: &Value) -> Result<Value, ApiError> {
             scale_meta.insert(f.into(), v.clone());
         }
     }
+    let (spec_path, status_path) = replica_paths(def);
+    let selector = match def.custom.and_then(|c| c.scale.as_ref()) {
+        Some(paths) => paths
+            .label_selector
+            .as_deref()
+            .and_then(|p| object.pointer(&pointer(p)))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string(),
+        None => selector_string(def, object)?,
+    };
     Ok(json!({
         "kind": "Scale",
         "apiVersion": "autoscaling/v1",
         "metadata": scale_meta,
-        "spec": {"replicas": object.pointer("/spec/replicas").cloned().unwrap_or(json!(0))},
+        "spec": {"replicas": object.pointer(&pointer(&spec_path)).cloned().unwrap_or(json!(0))},
         "status": {
-            "replicas": object.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
-            "selector": selector_string(def, object)?,
+            "replicas": object.pointer(&pointer(&status_path)).cloned().unwrap_or(json!(0)),
+            "selector": selector,
         },
     }))
+}
+
+/// Where a scalable resource keeps its desired and current replicas (`.spec.replicas`).
+fn replica_paths(def: &ResourceDef) -> (String, String) {
+    match def.custom.and_then(|c| c.scale.as_ref()) {
+        Some(paths) => (paths.spec_replicas.clone(), paths.status_replicas.clone()),
+        None => (".spec.replicas".into(), ".status.replicas".into()),
+    }
+}
+
+/// `.spec.replicas` → `/spec/replicas`.
+fn pointer(path: &str) -> String {
+    path.split('.')
+        .filter(|s| !s.is_empty())
+        .fold(String::new(), |acc, part| format!("{acc}/{part}"))
 }
 
 fn scale_mutation(t: &Target, old: &Value, scale: &Value) -> Result<Value, ApiError> {
@@ -1305,7 +1407,8 @@ fn scale_mutation(t: &Target, old: &Value, scale: &Value) -> Result<Value, ApiEr
     if let Some(rv) = objects::resource_version(scale) {
         meta_mut(&mut new).insert("resourceVersion".into(), json!(rv));
     }
-    objects::set_at(&mut new, "spec.replicas", json!(replicas));
+    let (spec_path, _) = replica_paths(t.def);
+    objects::set_at(&mut new, spec_path.trim_start_matches('.'), json!(replicas));
     Ok(new)
 }
 

@@ -279,10 +279,14 @@ async fn route(
             return Ok(resp);
         }
         ["openapi", "v2"] if get => return openapi_v2(&req),
-        ["openapi", "v3"] if get => return Ok(openapi_document(openapi::spec().v3_index(), false)),
+        ["openapi", "v3"] if get => return Ok(openapi_document(&openapi::v3_index(), false)),
         ["openapi", "v3", rest @ ..] if get => {
             let key = rest.join("/");
-            let document = openapi::spec().v3(&key).ok_or_else(not_found)?;
+            let custom = openapi::custom_v3(&key);
+            let document = match &custom {
+                Some(doc) => doc.as_ref(),
+                None => openapi::spec().v3(&key).ok_or_else(not_found)?,
+            };
             let query = parse_query(req.uri().query());
             return Ok(match query.get("hash") {
                 // Upstream redirects an outdated hash to the current one.
@@ -459,9 +463,8 @@ async fn resource(
         };
         let now = chrono::Utc::now();
         let rendered = match &t.name {
-            None => table::table(
-                t.def.group,
-                t.def.plural,
+            None => table::table_for(
+                t.def,
                 body["items"]
                     .as_array()
                     .map(Vec::as_slice)
@@ -470,9 +473,8 @@ async fn resource(
                 include,
                 now,
             ),
-            Some(_) => table::table(
-                t.def.group,
-                t.def.plural,
+            Some(_) => table::table_for(
+                t.def,
                 std::slice::from_ref(&body),
                 &serde_json::json!({"resourceVersion": body.pointer("/metadata/resourceVersion")}),
                 include,

@@ -16,7 +16,12 @@ pub fn validate(def: &ResourceDef, object: &Value) -> Vec<StatusCause> {
         def.namespaced,
         def.name_rule,
     );
+    if let Some(custom) = def.custom {
+        crate::crd::schema::validate(object, &custom.structural, "", &mut causes);
+        return causes;
+    }
     match def.kind {
+        "CustomResourceDefinition" => causes.extend(crate::crd::validate(object)),
         "Pod" => {
             if let Some(spec) = object.get("spec") {
                 pod_spec(spec, "spec", &mut causes);
@@ -95,7 +100,11 @@ pub fn validate_update(def: &ResourceDef, old: &Value, new: &Value) -> Vec<Statu
             ));
         }
     };
+    if def.custom.is_some() {
+        return causes;
+    }
     match def.kind {
+        "CustomResourceDefinition" => causes.extend(crate::crd::validate_update(old, new)),
         "Pod" => pod_update(old, new, &mut causes),
         "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet" | "Job" => {
             immutable("spec.selector", &mut causes);

@@ -51,9 +51,8 @@ impl WatchRequest {
             return line(event_type, &object);
         };
         let metadata = json!({"resourceVersion": object.pointer("/metadata/resourceVersion")});
-        let mut rendered = table::table(
-            t.def.group,
-            t.def.plural,
+        let mut rendered = table::table_for(
+            t.def,
             std::slice::from_ref(&object),
             &metadata,
             include,

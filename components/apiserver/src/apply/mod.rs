@@ -102,7 +102,7 @@ fn flatten_into(
                 return;
             }
             for item in items {
-                let Some(element) = element_key(item, list_type) else {
+                let Some(element) = element_key(item, &list_type) else {
                     // An element the list type can't key: own the list as a whole.
                     out.insert(path.clone(), value.clone());
                     return;
@@ -122,7 +122,7 @@ fn flatten_into(
 }
 
 /// The FieldsV1 element naming a list element: `k:{...}` (keys sorted) or `v:<json>`.
-fn element_key(item: &Value, list_type: ListType) -> Option<String> {
+fn element_key(item: &Value, list_type: &ListType) -> Option<String> {
     match list_type {
         ListType::Atomic => None,
         ListType::Set => (!item.is_object() && !item.is_array()).then(|| format!("v:{item}")),
@@ -544,7 +544,7 @@ fn merge(live: Option<&Value>, config: &Value, schema: Option<SchemaNode>) -> Va
             if list_type == ListType::Atomic {
                 return Value::Array(config.clone());
             }
-            let key = |v: &Value| element_key(v, list_type);
+            let key = |v: &Value| element_key(v, &list_type);
             let mut out: Vec<Value> = Vec::with_capacity(live.len() + config.len());
             for item in live {
                 let k = key(item);

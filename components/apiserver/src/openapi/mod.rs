@@ -8,7 +8,7 @@
 mod paths;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock, RwLock};
 
 use bytes::Bytes;
 use hakube_apimachinery::strategic::{FieldStrategy, PatchSchema};
@@ -19,7 +19,7 @@ use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha512};
 
 use crate::discovery::GIT_VERSION;
-use crate::registry::{ResourceDef, RESOURCES};
+use crate::registry::{self, ResourceDef, RESOURCES};
 
 const V3_PREFIX: &str = "#/components/schemas/";
 const V2_PREFIX: &str = "#/definitions/";
@@ -73,6 +73,89 @@ pub struct OpenApi {
     v3: BTreeMap<String, Document>,
     v3_index: Document,
     v2: Document,
+}
+
+/// The documents of the group versions CRDs serve ("apis/example.com/v1" → document).
+fn custom_documents() -> &'static RwLock<BTreeMap<String, Arc<Document>>> {
+    static DOCS: OnceLock<RwLock<BTreeMap<String, Arc<Document>>>> = OnceLock::new();
+    DOCS.get_or_init(RwLock::default)
+}
+
+/// Rebuilds the documents of every group version CRDs serve, after the registry changed.
+pub fn rebuild_custom() {
+    let spec = spec();
+    let mut by_group_version: BTreeMap<String, Vec<&'static ResourceDef>> = BTreeMap::new();
+    for def in registry::all() {
+        if def.custom.is_some() {
+            by_group_version
+                .entry(format!("apis/{}/{}", def.group, def.version))
+                .or_default()
+                .push(def);
+        }
+    }
+    let mut docs = BTreeMap::new();
+    for (key, defs) in by_group_version {
+        let mut doc_paths = Map::new();
+        let mut schemas = Map::new();
+        for def in defs {
+            let Some(custom) = def.custom else { continue };
+            paths::resource_paths(spec, def, &custom.definition, &mut doc_paths);
+            let mut schema = custom.openapi.clone();
+            if let Some(map) = schema.as_object_mut() {
+                map.insert(
+                    "x-kubernetes-group-version-kind".into(),
+                    json!([gvk(def.group, def.version, def.kind)]),
+                );
+            }
+            schemas.insert(custom.definition.clone(), schema);
+        }
+        let mut roots = paths::referenced(&Value::Object(doc_paths.clone()));
+        roots.extend(paths::referenced(&Value::Object(schemas.clone())));
+        for (name, schema) in spec.closure(roots) {
+            schemas.entry(name).or_insert(schema);
+        }
+        let doc = json!({
+            "openapi": "3.0.0",
+            "info": {"title": "Kubernetes", "version": GIT_VERSION},
+            "paths": doc_paths,
+            "components": {"schemas": schemas},
+        });
+        docs.insert(key, Arc::new(Document::new(&doc)));
+    }
+    if let Ok(mut current) = custom_documents().write() {
+        *current = docs;
+    }
+}
+
+/// A custom group version's document.
+pub fn custom_v3(key: &str) -> Option<Arc<Document>> {
+    custom_documents().read().ok()?.get(key).cloned()
+}
+
+/// The v3 index: built-in group versions and those CRDs serve.
+pub fn v3_index() -> Document {
+    let mut index: Map<String, Value> = serde_json::from_slice::<Value>(&spec().v3_index().body)
+        .ok()
+        .and_then(|v| v.get("paths").and_then(Value::as_object).cloned())
+        .unwrap_or_default();
+    if let Ok(docs) = custom_documents().read() {
+        for (key, doc) in docs.iter() {
+            index.insert(
+                key.clone(),
+                json!({"serverRelativeURL": format!("/openapi/v3/{key}?hash={}", doc.hash)}),
+            );
+        }
+    }
+    Document::new(&json!({ "paths": index }))
+}
+
+/// The schema of a built-in or custom kind.
+pub fn schema_for(api_version: &str, kind: &str) -> Option<SchemaNode<'static>> {
+    if let Some(node) = spec().kind(api_version, kind) {
+        return Some(node);
+    }
+    let custom = registry::custom_by_kind(api_version, kind)?.custom?;
+    Some(SchemaNode::root(&custom.openapi))
 }
 
 /// The OpenAPI of the built-in types, built on first use.
@@ -335,7 +418,9 @@ impl OpenApi {
 fn wrap_refs(schema: &mut Value) {
     match schema {
         Value::Object(map) => {
-            if map.len() > 1 {
+            // A `properties` map may have a field named "$ref" (JSONSchemaProps does); a
+            // reference is always a string.
+            if map.len() > 1 && map.get("$ref").is_some_and(Value::is_string) {
                 if let Some(reference) = map.remove("$ref") {
                     map.insert("allOf".into(), json!([{ "$ref": reference }]));
                 }
@@ -371,14 +456,14 @@ fn add_extensions(prop: &mut Map<String, Value>, meta: &FieldMeta) {
 }
 
 /// How a list's elements are identified by server-side apply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ListType<'a> {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListType {
     /// The list is one value.
     Atomic,
     /// Elements are scalars identified by value.
     Set,
     /// Elements are objects identified by these keys.
-    Map(&'a [String]),
+    Map(Vec<String>),
 }
 
 /// A place in a kind's schema: the value reached through a field, and that field's metadata.
@@ -387,6 +472,18 @@ pub struct SchemaNode<'a> {
     spec: &'a OpenApi,
     schema: &'a Value,
     meta: Option<&'a FieldMeta>,
+}
+
+impl SchemaNode<'static> {
+    /// A schema outside the built-in definitions (a custom resource's), which may still refer
+    /// to them (metadata).
+    pub fn root(schema: &'static Value) -> SchemaNode<'static> {
+        SchemaNode {
+            spec: spec(),
+            schema,
+            meta: None,
+        }
+    }
 }
 
 impl<'a> SchemaNode<'a> {
@@ -427,18 +524,34 @@ impl<'a> SchemaNode<'a> {
 
     /// How server-side apply treats a list here, from upstream's list type or, failing that, its
     /// patch strategy (a merge key makes a map, a bare merge a set, anything else is atomic).
-    pub fn list_type(&self) -> ListType<'a> {
+    pub fn list_type(&self) -> ListType {
         let Some(meta) = self.meta else {
-            return ListType::Atomic;
+            // Custom resources' schemas carry the list type inline.
+            let s = self.resolved();
+            let keys: Vec<String> = s
+                .get("x-kubernetes-list-map-keys")
+                .and_then(Value::as_array)
+                .map(|k| {
+                    k.iter()
+                        .filter_map(Value::as_str)
+                        .map(str::to_string)
+                        .collect()
+                })
+                .unwrap_or_default();
+            return match s.get("x-kubernetes-list-type").and_then(Value::as_str) {
+                Some("map") if !keys.is_empty() => ListType::Map(keys),
+                Some("set") => ListType::Set,
+                _ => ListType::Atomic,
+            };
         };
         match meta.list_type.as_deref() {
-            Some("map") if !meta.list_map_keys.is_empty() => ListType::Map(&meta.list_map_keys),
+            Some("map") if !meta.list_map_keys.is_empty() => {
+                ListType::Map(meta.list_map_keys.clone())
+            }
             Some("set") => ListType::Set,
             Some(_) => ListType::Atomic,
             None => match (&meta.merge_key, meta.strategy.as_deref()) {
-                (Some(key), Some(s)) if s.contains("merge") => {
-                    ListType::Map(std::slice::from_ref(key))
-                }
+                (Some(key), Some(s)) if s.contains("merge") => ListType::Map(vec![key.clone()]),
                 (None, Some(s)) if s.contains("merge") => ListType::Set,
                 _ => ListType::Atomic,
             },

@@ -173,3 +173,12 @@ fn schema_nodes_expose_patch_strategies() {
         Some("set")
     );
 }
+
+#[test]
+fn a_property_named_ref_is_not_a_reference() {
+    let ext = document("apis/apiextensions.k8s.io/v1");
+    let props = &ext["components"]["schemas"]
+        ["io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaProps"]["properties"];
+    assert_eq!(props["$ref"], json!({"type": "string"}));
+    assert!(props.get("allOf").is_some_and(|a| a.is_object()));
+}

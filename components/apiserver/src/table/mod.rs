@@ -2,6 +2,7 @@
 //! columns and cell formats for the built-in resources (Kubernetes 1.33's printers).
 
 mod columns;
+mod custom;
 mod format;
 mod printers;
 mod quantity;
@@ -58,7 +59,7 @@ impl IncludeObject {
         }
     }
 
-    fn embed(self, object: &Value) -> Option<Value> {
+    pub(crate) fn embed(self, object: &Value) -> Option<Value> {
         match self {
             Self::None => None,
             Self::Metadata => Some(json!({
@@ -159,14 +160,35 @@ pub fn row(
 
 /// A whole meta.k8s.io/v1 Table for a list response; `list_metadata` is the list's metadata,
 /// whose resourceVersion, continue and remainingItemCount the table keeps.
-pub fn table(
-    group: &str,
-    resource: &str,
+/// The Table for a served resource: a custom resource's own columns, else its printer's.
+pub fn table_for(
+    def: &crate::registry::ResourceDef,
     items: &[Value],
     list_metadata: &Value,
     include_object: IncludeObject,
     now: DateTime<Utc>,
 ) -> Value {
+    match def.custom {
+        Some(custom) => custom::table(
+            custom,
+            items,
+            kept_metadata(list_metadata),
+            include_object,
+            now,
+        ),
+        None => table(
+            def.group,
+            def.plural,
+            items,
+            list_metadata,
+            include_object,
+            now,
+        ),
+    }
+}
+
+/// The list metadata a Table keeps: resourceVersion, continue, remainingItemCount.
+fn kept_metadata(list_metadata: &Value) -> Map<String, Value> {
     let mut metadata = Map::new();
     for key in ["resourceVersion", "continue", "remainingItemCount"] {
         match &list_metadata[key] {
@@ -177,6 +199,18 @@ pub fn table(
             }
         }
     }
+    metadata
+}
+
+pub fn table(
+    group: &str,
+    resource: &str,
+    items: &[Value],
+    list_metadata: &Value,
+    include_object: IncludeObject,
+    now: DateTime<Utc>,
+) -> Value {
+    let metadata = kept_metadata(list_metadata);
     let columns: Vec<Value> = columns(group, resource)
         .iter()
         .map(Column::to_json)
