@@ -1,10 +1,11 @@
 """The Python `kubernetes` client against hakube-apiserver: list, create, read, replace,
-watch from a list's resourceVersion, strategic merge patches with dict bodies, delete, and 404
-as ApiException.
+watch from a list's resourceVersion, strategic merge patches with dict bodies, delete, 404 as
+ApiException, and custom objects of a CRD through CustomObjectsApi.
 
 Run by tests/e2e/tests/python_client.rs with KUBECONFIG pointing at the server."""
 import sys
 import threading
+import time
 
 from kubernetes import client, config, watch
 from kubernetes.client.rest import ApiException
@@ -99,7 +100,61 @@ def main() -> None:
     thread.join()
     expected = [("ADDED", "py-cm", "v1"), ("MODIFIED", "py-cm", "v2"), ("DELETED", "py-cm", "v2")]
     assert seen == expected, seen
+    custom_objects()
     print("python client suite passed")
+
+
+def custom_objects() -> None:
+    """A CRD through ApiextensionsV1Api, its objects through CustomObjectsApi."""
+    ext = client.ApiextensionsV1Api()
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "notes.py.example.com"},
+        "spec": {
+            "group": "py.example.com", "scope": "Namespaced",
+            "names": {"plural": "notes", "singular": "note", "kind": "Note"},
+            "versions": [{
+                "name": "v1", "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {
+                        "text": {"type": "string"},
+                        "stars": {"type": "integer", "default": 0}}}}}},
+            }],
+        },
+    }
+    ext.create_custom_resource_definition(crd)
+    for _ in range(100):
+        got = ext.read_custom_resource_definition("notes.py.example.com")
+        conditions = (got.status.conditions or []) if got.status else []
+        if any(c.type == "Established" and c.status == "True" for c in conditions):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the CRD was not established")
+
+    objects = client.CustomObjectsApi()
+    args = ("py.example.com", "v1", "default", "notes")
+    created = objects.create_namespaced_custom_object(*args, {
+        "apiVersion": "py.example.com/v1", "kind": "Note",
+        "metadata": {"name": "n1"}, "spec": {"text": "hello"}})
+    assert created["spec"] == {"text": "hello", "stars": 0}, created
+    listed = objects.list_namespaced_custom_object(*args)
+    assert [i["metadata"]["name"] for i in listed["items"]] == ["n1"], listed
+    patched = objects.patch_namespaced_custom_object(*args, "n1", {"spec": {"stars": 5}})
+    assert patched["spec"] == {"text": "hello", "stars": 5}, patched
+    try:
+        objects.create_namespaced_custom_object(*args, {
+            "apiVersion": "py.example.com/v1", "kind": "Note",
+            "metadata": {"name": "n2"}, "spec": {"stars": "many"}})
+        raise AssertionError("a wrongly typed field must be refused")
+    except ApiException as e:
+        assert e.status == 422, e.status
+    objects.delete_namespaced_custom_object(*args, "n1")
+    try:
+        objects.get_namespaced_custom_object(*args, "n1")
+        raise AssertionError("the deleted object must be gone")
+    except ApiException as e:
+        assert e.status == 404, e.status
 
 
 if __name__ == "__main__":

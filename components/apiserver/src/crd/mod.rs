@@ -713,6 +713,25 @@ async fn watch_crds(state: &Arc<State>) -> Result<(), StoreError> {
 async fn cleanup(state: &Arc<State>, crd: &Value) -> Result<(), hakube_apimachinery::ApiError> {
     use crate::rest::{self, Target};
     let name = objects::name(crd).unwrap_or("").to_string();
+    let crd_def = registry::lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        .ok_or_else(|| hakube_apimachinery::status::internal("CRDs are not registered"))?;
+    let crd_target = Target {
+        def: crd_def,
+        namespace: None,
+        name: Some(name.clone()),
+        sub: None,
+        field_manager: Some("kube-apiserver".into()),
+    };
+    // Rewriting the CRD lets `prepare` record the Terminating condition.
+    match rest::update_with(state, &crd_target, &HashMap::new(), None, |old| {
+        Ok(old.clone())
+    })
+    .await
+    {
+        Ok(_) => {}
+        Err(e) if e.code == 404 => return Ok(()),
+        Err(e) => return Err(e),
+    }
     let defs = registry::custom_defs(&name);
     let Some(def) = defs
         .first()
@@ -760,16 +779,7 @@ async fn cleanup(state: &Arc<State>, crd: &Value) -> Result<(), hakube_apimachin
         // Objects with finalizers of their own: the retry timer comes back to this CRD.
         return Ok(());
     }
-    let crd_def = registry::lookup("apiextensions.k8s.io", "v1", "customresourcedefinitions")
-        .ok_or_else(|| hakube_apimachinery::status::internal("CRDs are not registered"))?;
-    let target = Target {
-        def: crd_def,
-        namespace: None,
-        name: Some(name),
-        sub: None,
-        field_manager: Some("kube-apiserver".into()),
-    };
-    let result = rest::update_with(state, &target, &HashMap::new(), None, |old| {
+    let result = rest::update_with(state, &crd_target, &HashMap::new(), None, |old| {
         let mut new = old.clone();
         if let Some(list) = new
             .pointer_mut("/metadata/finalizers")
