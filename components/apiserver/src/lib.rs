@@ -8,12 +8,15 @@ pub mod allocator;
 pub mod apply;
 pub mod authn;
 pub mod bootstrap;
+pub mod cache;
+pub mod compaction;
 pub mod crd;
 pub mod defaults;
 pub mod discovery;
 pub mod events;
 pub mod fieldsel;
 pub mod fieldvalidation;
+pub mod inflight;
 pub mod metrics;
 pub mod namespaces;
 pub mod objects;
@@ -50,6 +53,10 @@ pub struct State {
     pub server_address: String,
     pub anonymous_auth: bool,
     pub namespaces: Arc<namespaces::NamespaceCache>,
+    /// The max-in-flight limits (`--max-requests-inflight`, `--max-mutating-requests-inflight`).
+    pub inflight: inflight::Limiter,
+    /// One watch cache per resource type, started on first use.
+    pub caches: cache::Caches,
     /// Becomes true when the server starts shutting down; open watches end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
 }
@@ -202,6 +209,11 @@ pub async fn run(
     )
     .await?;
     let (shutdown_tx, shutdown_rx) = tokio::sync::watch::channel(false);
+    let inflight = inflight::Limiter::new(
+        opts.max_requests_inflight,
+        opts.max_mutating_requests_inflight,
+        metrics.clone(),
+    );
     let state = Arc::new(State {
         store,
         metrics,
@@ -210,6 +222,8 @@ pub async fn run(
         server_address: SocketAddr::new(advertise, opts.secure_port).to_string(),
         anonymous_auth: opts.anonymous_auth,
         namespaces: Arc::default(),
+        inflight,
+        caches: cache::Caches::new(opts.default_watch_cache_size),
         shutdown: shutdown_rx.clone(),
     });
     tokio::spawn(
@@ -219,6 +233,12 @@ pub async fn run(
             .run(state.store.clone(), shutdown_rx.clone()),
     );
     tokio::spawn(crd::run(state.clone()));
+    tokio::spawn(compaction::run(
+        state.store.etcd().kv_client(),
+        compaction::key(&opts.etcd_prefix),
+        opts.etcd_compaction_interval,
+        shutdown_rx.clone(),
+    ));
     bootstrap::ensure_defaults(&state, opts.secure_port)
         .await
         .map_err(|e| StartError::Bootstrap(e.message))?;

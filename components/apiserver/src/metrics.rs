@@ -1,5 +1,5 @@
 //! Prometheus metrics with upstream's names: requests by verb, resource and code, request
-//! latency, long-running (watch) requests, and etcd latency.
+//! latency, long-running (watch) requests, max-in-flight usage and rejections, and etcd latency.
 
 use std::time::Duration;
 
@@ -43,6 +43,12 @@ pub struct LongRunningLabels {
     pub component: String,
 }
 
+/// `readOnly` or `mutating`, the in-flight limit a request counts against.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InflightLabels {
+    pub request_kind: String,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct EtcdLabels {
     pub operation: String,
@@ -55,6 +61,8 @@ pub struct Metrics {
     requests: Family<RequestLabels, Counter>,
     latency: HistogramFamily<LatencyLabels>,
     long_running: Family<LongRunningLabels, Gauge>,
+    inflight: Family<InflightLabels, Gauge>,
+    dropped: Family<InflightLabels, Counter>,
     etcd_latency: HistogramFamily<EtcdLabels>,
 }
 
@@ -78,6 +86,8 @@ impl Metrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let latency: HistogramFamily<LatencyLabels> = Family::new_with_constructor(request_buckets);
         let long_running = Family::<LongRunningLabels, Gauge>::default();
+        let inflight = Family::<InflightLabels, Gauge>::default();
+        let dropped = Family::<InflightLabels, Counter>::default();
         let etcd_latency: HistogramFamily<EtcdLabels> = Family::new_with_constructor(etcd_buckets);
         registry.register(
             "apiserver_request",
@@ -95,6 +105,16 @@ impl Metrics {
             long_running.clone(),
         );
         registry.register(
+            "apiserver_current_inflight_requests",
+            "Requests being served now that count against the max-in-flight limit of their kind (readOnly or mutating).",
+            inflight.clone(),
+        );
+        registry.register(
+            "apiserver_dropped_requests",
+            "Requests answered 429 because the max-in-flight limit of their kind (readOnly or mutating) was reached.",
+            dropped.clone(),
+        );
+        registry.register(
             "etcd_request_duration_seconds",
             "Etcd request latency in seconds for each operation.",
             etcd_latency.clone(),
@@ -104,6 +124,8 @@ impl Metrics {
             requests,
             latency,
             long_running,
+            inflight,
+            dropped,
             etcd_latency,
         }
     }
@@ -142,6 +164,26 @@ impl Metrics {
         }
     }
 
+    /// Counts a request against its in-flight kind until the returned guard drops.
+    pub fn inflight_started(self: &std::sync::Arc<Self>, request_kind: &str) -> InflightGuard {
+        let labels = InflightLabels {
+            request_kind: request_kind.to_string(),
+        };
+        self.inflight.get_or_create(&labels).inc();
+        InflightGuard {
+            metrics: self.clone(),
+            labels,
+        }
+    }
+
+    pub fn request_dropped(&self, request_kind: &str) {
+        self.dropped
+            .get_or_create(&InflightLabels {
+                request_kind: request_kind.to_string(),
+            })
+            .inc();
+    }
+
     pub fn observe_etcd(&self, operation: &str, elapsed: Duration) {
         self.etcd_latency
             .get_or_create(&EtcdLabels {
@@ -168,6 +210,17 @@ pub struct WatchGuard {
 impl Drop for WatchGuard {
     fn drop(&mut self) {
         self.metrics.long_running.get_or_create(&self.labels).dec();
+    }
+}
+
+pub struct InflightGuard {
+    metrics: std::sync::Arc<Metrics>,
+    labels: InflightLabels,
+}
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        self.metrics.inflight.get_or_create(&self.labels).dec();
     }
 }
 

@@ -429,6 +429,9 @@ pub async fn list(
         None => 0,
     };
     let prefix = state.store.collection(t.segment(), t.namespace.as_deref());
+    if let Some(listed) = list_from_cache(state, t, query, &selectors, limit, &prefix).await? {
+        return Ok((StatusCode::OK, listed));
+    }
     let (mut revision, mut start) = match query.get("continue").filter(|s| !s.is_empty()) {
         Some(token) => {
             let c = decode_continue(token)?;
@@ -520,6 +523,52 @@ pub async fn list(
             "items": items,
         }),
     ))
+}
+
+/// Serves a list from the watch cache when its semantics allow: `resourceVersion=0` (any
+/// state, so `limit` is ignored as upstream does), `NotOlderThan` a version, or a consistent
+/// unpaginated read once the cache has caught up with etcd's current revision. None sends the
+/// read to etcd (pages, exact versions, or a cache that could not catch up in time).
+async fn list_from_cache(
+    state: &State,
+    t: &Target,
+    query: &HashMap<String, String>,
+    selectors: &Selectors,
+    limit: i64,
+    prefix: &str,
+) -> Result<Option<Value>, ApiError> {
+    if query.get("continue").is_some_and(|c| !c.is_empty()) {
+        return Ok(None);
+    }
+    let rv = query
+        .get("resourceVersion")
+        .map(String::as_str)
+        .unwrap_or("");
+    let needed = match (query.get("resourceVersionMatch").map(String::as_str), rv) {
+        (Some("Exact"), _) => return Ok(None),
+        (_, "0") => 0,
+        (_, "") if limit > 0 => return Ok(None),
+        (_, "") => state.store.current_revision().await.map_err(store_error)?,
+        (_, rv) => parse_rv(rv)?,
+    };
+    let cache = state
+        .caches
+        .get(&state.store, &state.store.collection(t.segment(), None));
+    if !cache.wait_for(needed).await {
+        return Ok(None);
+    }
+    let (stored, revision) = cache.snapshot(prefix);
+    let items: Vec<Value> = stored
+        .iter()
+        .filter(|s| selectors.matches(&s.object))
+        .map(|s| to_wire(t.def, s.object.clone()))
+        .collect();
+    Ok(Some(json!({
+        "kind": format!("{}List", t.def.kind),
+        "apiVersion": t.def.api_version(),
+        "metadata": {"resourceVersion": revision.to_string()},
+        "items": items,
+    })))
 }
 
 fn continue_error(e: StoreError, continuing: bool) -> ApiError {

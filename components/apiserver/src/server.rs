@@ -158,6 +158,16 @@ async fn handle(
             return response::error(&e);
         }
     };
+    // The slot is held until the response is built.
+    let _inflight = match state.inflight.admit(&method, req.uri()) {
+        Ok(permit) => permit,
+        Err(e) => {
+            state
+                .metrics
+                .observe_request(&labels, e.code, start.elapsed());
+            return response::error(&e);
+        }
+    };
     let result = route(&state, &user, req, &mut labels).await;
     let resp = match result {
         Ok(r) => r,

@@ -454,6 +454,11 @@ impl Store {
     pub fn decode_event(kv: &etcd_client::KeyValue) -> Result<Stored, StoreError> {
         Self::decode(kv.key(), kv.value(), kv.mod_revision())
     }
+
+    /// The etcd client, for maintenance outside the object store (compaction).
+    pub fn etcd(&self) -> &Client {
+        &self.client
+    }
 }
 
 /// `<prefix>/<resource>/<namespace>/<name>`, or `<prefix>/<resource>/<name>` cluster-wide.

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use etcd_client::EventType;
 use futures::StreamExt;
 use hakube_apimachinery::status::{self, ApiError};
 use http::{header, HeaderValue, Response, StatusCode};
@@ -20,10 +19,10 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+use crate::cache::{self, line, Cache, CacheEvent};
 use crate::metrics::LatencyLabels;
 use crate::response::{query_bool, Body};
-use crate::rest::{store_error, to_wire, Selectors, Target};
-use crate::storage::Store;
+use crate::rest::{to_wire, Selectors, Target};
 use crate::table::{self, IncludeObject};
 use crate::State;
 
@@ -43,6 +42,13 @@ struct WatchRequest {
 }
 
 impl WatchRequest {
+    /// Whether this watcher sends objects exactly as stored, so it can share the lines the
+    /// cache makes once per event.
+    fn shared_lines(&self) -> bool {
+        let def = self.target.def;
+        self.table.is_none() && !def.is_events_v1() && def.custom.is_none()
+    }
+
     /// An event line for an object (in storage form).
     fn event(&self, event_type: &str, object: Value) -> Bytes {
         let t = &self.target;
@@ -130,13 +136,6 @@ fn parse(
     })
 }
 
-fn line(event_type: &str, object: &Value) -> Bytes {
-    let mut bytes =
-        serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
-    bytes.push(b'\n');
-    Bytes::from(bytes)
-}
-
 fn bookmark(t: &Target, revision: i64, initial_events_end: bool) -> Bytes {
     let mut metadata = json!({"resourceVersion": revision.to_string()});
     if initial_events_end {
@@ -161,13 +160,16 @@ pub async fn serve(
     labels: LatencyLabels,
 ) -> Result<Response<Body>, ApiError> {
     let request = parse(t, query, table)?;
-    let (tx, rx) = mpsc::channel::<Bytes>(256);
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
     let prefix = state.store.collection(t.segment(), t.namespace.as_deref());
+    let cache = state
+        .caches
+        .get(&state.store, &state.store.collection(t.segment(), None));
     let guard = state.metrics.watch_opened(&labels);
     tokio::spawn(async move {
         let _guard = guard;
         let mut shutdown = state.shutdown.clone();
-        let stream = run(&state.store, &prefix, &request, &tx);
+        let stream = run(cache, &prefix, &request, &tx);
         let timeout = async {
             match request.timeout {
                 Some(d) => tokio::time::sleep(d).await,
@@ -204,6 +206,8 @@ pub async fn serve(
 enum WatchEnd {
     #[error("client went away")]
     ClientGone,
+    #[error("the watch fell behind and was cut off")]
+    CutOff,
     #[error("storage: {0}")]
     Store(String),
 }
@@ -212,112 +216,117 @@ async fn send(tx: &mpsc::Sender<Bytes>, bytes: Bytes) -> Result<(), WatchEnd> {
     tx.send(bytes).await.map_err(|_| WatchEnd::ClientGone)
 }
 
+/// Sends a line unless the cache cuts this watcher off first (its client stopped reading).
+async fn send_or_cut(
+    tx: &mpsc::Sender<Bytes>,
+    cut: &mut tokio::sync::watch::Receiver<()>,
+    bytes: Bytes,
+) -> Result<(), WatchEnd> {
+    tokio::select! {
+        sent = tx.send(bytes) => sent.map_err(|_| WatchEnd::ClientGone),
+        _ = cut.changed() => Err(WatchEnd::CutOff),
+    }
+}
+
 async fn run(
-    store: &Store,
+    cache: Arc<Cache>,
     prefix: &str,
     request: &WatchRequest,
     tx: &mpsc::Sender<Bytes>,
 ) -> Result<(), WatchEnd> {
+    if !cache.wait_for(0).await {
+        return Err(WatchEnd::Store("the watch cache is not loaded yet".into()));
+    }
     let t = &request.target;
-    let mut revision = match request.start {
-        Start::After(rv) => rv,
-        Start::Latest => store
-            .current_revision()
-            .await
-            .map_err(|e| WatchEnd::Store(e.to_string()))?,
-        Start::FromNow { initial_events_end } => {
-            let page = store
-                .list(prefix, None, 0, 0, false)
-                .await
-                .map_err(|e| WatchEnd::Store(store_error(e).message))?;
-            for item in page.items {
-                if request.selectors.matches(&item.object) {
-                    send(tx, request.event("ADDED", item.object)).await?;
-                }
-            }
-            if initial_events_end {
-                send(tx, bookmark(t, page.revision, true)).await?;
-            }
-            page.revision
+    let (from, after) = match request.start {
+        Start::After(rv) => (cache::From::After(rv), rv),
+        Start::Latest => (cache::From::Latest, 0),
+        Start::FromNow { .. } => (cache::From::Now, 0),
+    };
+    let mut subscription = match cache.subscribe(prefix, from) {
+        Ok(s) => s,
+        Err(e) => {
+            send(tx, expired(e.to_string())).await?;
+            return Ok(());
         }
     };
-    let mut stream = store
-        .watch(prefix, revision + 1)
-        .await
-        .map_err(|e| WatchEnd::Store(e.to_string()))?;
+    let mut cut = subscription.cut.clone();
+    for item in std::mem::take(&mut subscription.initial) {
+        if request.selectors.matches(&item.object) {
+            send_or_cut(tx, &mut cut, request.event("ADDED", item.object.clone())).await?;
+        }
+    }
+    if let Start::FromNow {
+        initial_events_end: true,
+    } = request.start
+    {
+        send_or_cut(tx, &mut cut, bookmark(t, subscription.revision, true)).await?;
+    }
+    let mut revision = subscription.revision.max(after);
+    for event in std::mem::take(&mut subscription.replay) {
+        if let Some(bytes) = translate(request, &event) {
+            send_or_cut(tx, &mut cut, bytes).await?;
+        }
+        revision = revision.max(event.revision);
+    }
     let mut ticker = tokio::time::interval(BOOKMARK_INTERVAL);
     ticker.tick().await;
     loop {
         tokio::select! {
-            message = stream.message() => {
-                let response = match message {
-                    Ok(Some(r)) => r,
-                    Ok(None) => return Ok(()),
-                    Err(e) => return Err(WatchEnd::Store(e.to_string())),
-                };
-                if response.compact_revision() > 0 {
-                    let msg = format!("too old resource version: {} ({})", revision, response.compact_revision());
-                    send(tx, expired(msg)).await?;
+            event = subscription.events.recv() => {
+                let Some(event) = event else {
+                    // The cache cut this watcher off (it fell behind, or the cache reloaded).
+                    let message = format!("too old resource version: {revision} (the watch fell behind)");
+                    let _ = tx.try_send(expired(message));
                     return Ok(());
+                };
+                if event.revision <= after {
+                    continue;
                 }
-                if response.canceled() {
-                    return Err(WatchEnd::Store(response.cancel_reason().to_string()));
-                }
-                for event in response.events() {
-                    if let Some(bytes) = translate(request, event) {
-                        send(tx, bytes).await?;
-                    }
-                    if let Some(kv) = event.kv() {
-                        revision = revision.max(kv.mod_revision());
-                    }
-                }
-                if response.events().is_empty() {
-                    // A progress notification: everything up to this revision has been seen.
-                    if let Some(h) = response.header() {
-                        revision = revision.max(h.revision());
-                    }
+                revision = revision.max(event.revision);
+                if let Some(bytes) = translate(request, &event) {
+                    send_or_cut(tx, &mut cut, bytes).await?;
                 }
             }
             _ = ticker.tick(), if request.bookmarks => {
-                send(tx, bookmark(t, revision, false)).await?;
+                // Read the cache's revision before looking at the queue: once the queue is
+                // empty, every event up to that revision has reached this watcher.
+                let current = cache.revision();
+                if subscription.events.is_empty() {
+                    revision = revision.max(current);
+                }
+                send_or_cut(tx, &mut cut, bookmark(t, revision, false)).await?;
             }
         }
     }
 }
 
-/// One etcd event as the watch event this client should see, if any.
-fn translate(request: &WatchRequest, event: &etcd_client::Event) -> Option<Bytes> {
+/// One cached change as the watch event this client should see, if any.
+fn translate(request: &WatchRequest, event: &CacheEvent) -> Option<Bytes> {
     let selectors = &request.selectors;
-    let kv = event.kv()?;
-    let previous = event
-        .prev_kv()
-        .and_then(|p| Store::decode_event(p).ok())
-        .map(|s| s.object);
-    let old_matches = previous.as_ref().is_some_and(|o| selectors.matches(o));
-    match event.event_type() {
-        EventType::Put => {
-            let current = Store::decode_event(kv).ok()?.object;
-            let new_matches = selectors.matches(&current);
-            match (old_matches, new_matches) {
-                (true, true) => Some(request.event("MODIFIED", current)),
-                (false, true) => Some(request.event("ADDED", current)),
-                (true, false) => {
-                    let mut last = previous?;
-                    crate::storage::set_resource_version(&mut last, kv.mod_revision());
-                    Some(request.event("DELETED", last))
-                }
-                (false, false) => None,
-            }
-        }
-        EventType::Delete => {
-            if !old_matches {
-                return None;
-            }
-            let mut last = previous?;
-            crate::storage::set_resource_version(&mut last, kv.mod_revision());
-            Some(request.event("DELETED", last))
-        }
+    let old_matches = event
+        .previous
+        .as_ref()
+        .is_some_and(|o| selectors.matches(&o.object));
+    let new_matches = event
+        .current
+        .as_ref()
+        .is_some_and(|c| selectors.matches(&c.object));
+    let kind = match (old_matches, new_matches) {
+        (true, true) => "MODIFIED",
+        (false, true) => "ADDED",
+        // An object that stops matching leaves this watcher's view.
+        (true, false) => "DELETED",
+        (false, false) => return None,
+    };
+    if request.shared_lines() {
+        return event.shared_line(kind);
     }
+    let object = match kind {
+        "DELETED" => event.deleted_object()?,
+        _ => event.current.as_ref()?.object.clone(),
+    };
+    Some(request.event(kind, object))
 }
 
 #[cfg(test)]

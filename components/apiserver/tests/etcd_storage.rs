@@ -37,6 +37,8 @@ async fn state(etcd: &Etcd, cluster_ips: &str) -> Arc<State> {
         server_address: "127.0.0.1:6443".into(),
         anonymous_auth: false,
         namespaces: Arc::default(),
+        inflight: hakube_apiserver::inflight::Limiter::new(0, 0, Arc::default()),
+        caches: Default::default(),
         shutdown: rx,
     });
     hakube_apiserver::bootstrap::ensure_defaults(&state, 6443)

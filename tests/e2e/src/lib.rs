@@ -161,6 +161,8 @@ pub struct ControlPlane {
     pub url: String,
     pub pki: PathBuf,
     dir: tempfile::TempDir,
+    /// The flags the API server was started with beyond the harness's own, kept for restarts.
+    extra_args: Vec<String>,
 }
 
 impl ControlPlane {
@@ -188,6 +190,7 @@ impl ControlPlane {
             url,
             pki,
             dir,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         cp.wait_ready();
         cp
@@ -450,7 +453,9 @@ impl ControlPlane {
     pub fn restart_apiserver(&mut self) {
         let _ = self.apiserver.kill();
         let _ = self.apiserver.wait();
-        let fresh = Self::spawn_apiserver(&self.etcd, self.port, &self.pki, self.dir.path(), &[]);
+        let extra: Vec<&str> = self.extra_args.iter().map(String::as_str).collect();
+        let fresh =
+            Self::spawn_apiserver(&self.etcd, self.port, &self.pki, self.dir.path(), &extra);
         self.apiserver = fresh;
         self.wait_ready();
     }

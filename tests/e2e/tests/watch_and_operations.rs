@@ -27,11 +27,13 @@ fn list_rv(cp: &ControlPlane) -> String {
 }
 
 #[test]
-fn a_compacted_resource_version_is_an_in_stream_410() {
-    let cp = ControlPlane::start();
+fn a_version_older_than_the_history_is_an_in_stream_410() {
+    // Two events of history: after three changes the first version is gone (and compacted).
+    let cp = ControlPlane::start_with(&["--default-watch-cache-size=2"]);
     let old = list_rv(&cp);
     cp.ok_stdin(CREATE, &configmap("c1", json!({})));
     cp.ok(&["label", "cm", "c1", "x=y"]);
+    cp.ok(&["label", "cm", "c1", "y=z"]);
     cp.etcd.compact();
     let (events, _) = cp.stream(
         &format!("/api/v1/namespaces/default/configmaps?watch=true&resourceVersion={old}"),

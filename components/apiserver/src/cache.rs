@@ -1,0 +1,487 @@
+//! The watch cache: one etcd watch per resource type, its current objects in memory, a bounded
+//! history of recent events, and a fan-out to every watch on that type. Each event's JSON line
+//! is made once and shared by the watchers that see it unchanged. A watcher that cannot keep up
+//! (its queue is full) is cut off alone and told to relist.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use etcd_client::EventType;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch, Notify};
+
+use crate::storage::{set_resource_version, Store, StoreError, Stored};
+
+/// Events kept per type for watches that resume from a recent resourceVersion, unless
+/// `--default-watch-cache-size` says otherwise.
+pub const DEFAULT_HISTORY: usize = 10_000;
+/// Events a watcher may have queued before it is cut off.
+pub const WATCHER_QUEUE: usize = 100;
+/// How long a consistent read waits for the cache to catch up before reading etcd instead.
+const CATCH_UP: Duration = Duration::from_secs(3);
+
+/// One change, as every watcher of the type sees it.
+pub struct CacheEvent {
+    pub revision: i64,
+    pub key: String,
+    /// The object after the change; None for a deletion.
+    pub current: Option<Arc<Stored>>,
+    /// The object before the change, if it existed.
+    pub previous: Option<Arc<Stored>>,
+    /// The wire lines for watchers that need no conversion: ADDED, MODIFIED, DELETED.
+    lines: [OnceLock<Bytes>; 3],
+}
+
+impl CacheEvent {
+    /// The watch line for this event as `kind` ("ADDED", "MODIFIED", "DELETED"), made once.
+    pub fn shared_line(&self, kind: &str) -> Option<Bytes> {
+        let (slot, object) = match kind {
+            "ADDED" => (&self.lines[0], self.current.as_ref()?.object.clone()),
+            "MODIFIED" => (&self.lines[1], self.current.as_ref()?.object.clone()),
+            _ => (&self.lines[2], self.deleted_object()?),
+        };
+        Some(slot.get_or_init(|| line(kind, &object)).clone())
+    }
+
+    /// The last state of an object that left, stamped with the revision it left at.
+    pub fn deleted_object(&self) -> Option<Value> {
+        let mut last = self.previous.as_ref()?.object.clone();
+        set_resource_version(&mut last, self.revision);
+        Some(last)
+    }
+}
+
+pub fn line(event_type: &str, object: &Value) -> Bytes {
+    let mut bytes =
+        serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
+    bytes.push(b'\n');
+    Bytes::from(bytes)
+}
+
+struct Watcher {
+    id: u64,
+    /// The key prefix it watches (a namespace, or the whole type).
+    prefix: String,
+    tx: mpsc::Sender<Arc<CacheEvent>>,
+    /// Dropped when the cache cuts the watcher off, which its subscription sees at once even
+    /// while it waits on a client that stopped reading.
+    _alive: watch::Sender<()>,
+}
+
+#[derive(Default)]
+struct State {
+    ready: bool,
+    /// Everything up to this revision has been applied and dispatched.
+    revision: i64,
+    objects: BTreeMap<String, Arc<Stored>>,
+    history: VecDeque<Arc<CacheEvent>>,
+    /// Watches may resume from any resourceVersion at or after this one.
+    history_start: i64,
+    /// The newest revision trimmed off the front of the history.
+    trimmed: i64,
+    watchers: Vec<Watcher>,
+}
+
+/// A watch registered with the cache.
+pub struct Subscription {
+    /// Objects to send first (ADDED), for watches that start with the current state.
+    pub initial: Vec<Arc<Stored>>,
+    /// Events to replay first, for watches resuming from a resourceVersion.
+    pub replay: Vec<Arc<CacheEvent>>,
+    /// The revision `initial` (or the replay) brings the watcher up to.
+    pub revision: i64,
+    pub events: mpsc::Receiver<Arc<CacheEvent>>,
+    /// Changes (with an error) when the cache has cut this watcher off.
+    pub cut: watch::Receiver<()>,
+    id: u64,
+    cache: Arc<Cache>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.cache.unsubscribe(self.id);
+    }
+}
+
+/// Where a watch starts.
+pub enum From {
+    /// The current state first.
+    Now,
+    /// Changes after this revision.
+    After(i64),
+    /// Only changes from now on.
+    Latest,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    #[error("too old resource version: {requested} ({oldest})")]
+    TooOld { requested: i64, oldest: i64 },
+}
+
+pub struct Cache {
+    prefix: String,
+    capacity: usize,
+    state: RwLock<State>,
+    revision: watch::Sender<i64>,
+    progress: Notify,
+    next_id: AtomicU64,
+}
+
+impl Cache {
+    fn new(prefix: String, capacity: usize) -> Arc<Cache> {
+        Arc::new(Cache {
+            prefix,
+            capacity: capacity.max(1),
+            state: RwLock::default(),
+            revision: watch::Sender::new(0),
+            progress: Notify::new(),
+            next_id: AtomicU64::new(1),
+        })
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.state.read().map(|s| s.revision).unwrap_or(0)
+    }
+
+    /// Waits until the cache reflects at least `revision` (0: until it has loaded), asking etcd
+    /// for a progress notification if it must; false if that took too long.
+    pub async fn wait_for(&self, revision: i64) -> bool {
+        let mut rx = self.revision.subscribe();
+        let ready = |state: &Cache| {
+            state
+                .state
+                .read()
+                .map(|s| s.ready && s.revision >= revision)
+                .unwrap_or(false)
+        };
+        let wait = async {
+            loop {
+                if ready(self) {
+                    return;
+                }
+                self.progress.notify_one();
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(CATCH_UP, wait).await.is_ok() && ready(self)
+    }
+
+    /// The objects under `prefix` and the revision they are current at.
+    pub fn snapshot(&self, prefix: &str) -> (Vec<Arc<Stored>>, i64) {
+        let Ok(state) = self.state.read() else {
+            return (Vec::new(), 0);
+        };
+        let items = state
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
+        (items, state.revision)
+    }
+
+    /// Registers a watch on keys under `prefix` (which must lie within this cache's prefix).
+    pub fn subscribe(
+        self: &Arc<Self>,
+        prefix: &str,
+        from: From,
+    ) -> Result<Subscription, CacheError> {
+        let (tx, rx) = mpsc::channel(WATCHER_QUEUE);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let mut state = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut initial = Vec::new();
+        let mut replay = Vec::new();
+        match from {
+            From::Now => {
+                initial = state
+                    .objects
+                    .range(prefix.to_string()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .map(|(_, v)| v.clone())
+                    .collect();
+            }
+            From::After(rv) => {
+                if rv < state.history_start {
+                    return Err(CacheError::TooOld {
+                        requested: rv,
+                        oldest: state.history_start,
+                    });
+                }
+                replay = state
+                    .history
+                    .iter()
+                    .filter(|e| e.revision > rv && e.key.starts_with(prefix))
+                    .cloned()
+                    .collect();
+            }
+            From::Latest => {}
+        }
+        let revision = state.revision;
+        let (alive, cut) = watch::channel(());
+        state.watchers.push(Watcher {
+            id,
+            prefix: prefix.to_string(),
+            tx,
+            _alive: alive,
+        });
+        drop(state);
+        Ok(Subscription {
+            initial,
+            replay,
+            revision,
+            events: rx,
+            cut,
+            id,
+            cache: self.clone(),
+        })
+    }
+
+    fn unsubscribe(&self, id: u64) {
+        if let Ok(mut state) = self.state.write() {
+            state.watchers.retain(|w| w.id != id);
+        }
+    }
+
+    /// Loads the type, then follows its etcd watch; on any break it reloads, and every open
+    /// watch is closed so its client relists.
+    async fn run(self: Arc<Self>, store: Store) {
+        loop {
+            if let Err(e) = self.follow(&store).await {
+                tracing::warn!(prefix = %self.prefix, error = %e, "watch cache reloading");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn follow(&self, store: &Store) -> Result<(), StoreError> {
+        let page = store.list(&self.prefix, None, 0, 0, false).await?;
+        let loaded = page.revision;
+        {
+            let mut state = self
+                .state
+                .write()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            state.objects = page
+                .items
+                .into_iter()
+                .map(|s| (s.key.clone(), Arc::new(s)))
+                .collect();
+            state.history.clear();
+            state.history_start = loaded;
+            state.trimmed = 0;
+            state.revision = loaded;
+            state.ready = true;
+            // Watches opened before a reload may have missed changes: they end, and relist.
+            state.watchers.clear();
+        }
+        self.revision.send_replace(loaded);
+        // The watch starts in the past so the history also covers recent changes from before
+        // the load: clients resume from resourceVersions they got earlier (from etcd, or from
+        // another API server). Changes up to `loaded` only fill the history.
+        let mut from = (loaded - self.capacity as i64 + 1).max(1);
+        'open: loop {
+            let mut stream = store.watch(&self.prefix, from).await?;
+            stream.request_progress().await?;
+            let mut primed = false;
+            loop {
+                tokio::select! {
+                    message = stream.message() => {
+                        let Some(response) = message? else { return Ok(()) };
+                        let compacted = response.compact_revision();
+                        if compacted > 0 {
+                            if !primed && compacted <= loaded + 1 && compacted > from {
+                                from = compacted;
+                                continue 'open;
+                            }
+                            return Err(StoreError::Compacted);
+                        }
+                        if response.canceled() {
+                            return Err(StoreError::Compacted);
+                        }
+                        if response.events().is_empty() {
+                            if response.created() {
+                                continue;
+                            }
+                            // A progress notification: every change up to its revision was sent.
+                            if let Some(h) = response.header() {
+                                if !primed && h.revision() >= loaded {
+                                    primed = true;
+                                    self.primed(from);
+                                }
+                                self.advance(h.revision());
+                            }
+                            continue;
+                        }
+                        for event in response.events() {
+                            let revision = event.kv().map(|kv| kv.mod_revision()).unwrap_or(0);
+                            if revision <= loaded {
+                                self.remember(event)?;
+                                continue;
+                            }
+                            if !primed {
+                                primed = true;
+                                self.primed(from);
+                            }
+                            self.apply(event)?;
+                        }
+                    }
+                    _ = self.progress.notified() => {
+                        stream.request_progress().await?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The history now holds every change after `from - 1`.
+    fn primed(&self, from: i64) {
+        if let Ok(mut state) = self.state.write() {
+            let oldest = (from - 1).max(state.trimmed);
+            state.history_start = state.history_start.min(oldest);
+        }
+    }
+
+    /// Records a change from before the load in the history only (the load already has it).
+    fn remember(&self, event: &etcd_client::Event) -> Result<(), StoreError> {
+        let Some(kv) = event.kv() else { return Ok(()) };
+        let current = match event.event_type() {
+            EventType::Put => Some(Arc::new(Store::decode_event(kv)?)),
+            EventType::Delete => None,
+        };
+        let previous = match event.prev_kv() {
+            Some(prev) => Some(Arc::new(Store::decode_event(prev)?)),
+            None => None,
+        };
+        let mut state = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        state.history.push_back(Arc::new(CacheEvent {
+            revision: kv.mod_revision(),
+            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            current,
+            previous,
+            lines: Default::default(),
+        }));
+        while state.history.len() > self.capacity {
+            if let Some(old) = state.history.pop_front() {
+                state.trimmed = old.revision;
+            }
+        }
+        Ok(())
+    }
+
+    fn advance(&self, revision: i64) {
+        if let Ok(mut state) = self.state.write() {
+            if revision > state.revision {
+                state.revision = revision;
+            }
+        }
+        self.revision.send_if_modified(|r| {
+            let newer = revision > *r;
+            if newer {
+                *r = revision;
+            }
+            newer
+        });
+    }
+
+    fn apply(&self, event: &etcd_client::Event) -> Result<(), StoreError> {
+        let Some(kv) = event.kv() else { return Ok(()) };
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
+        let revision = kv.mod_revision();
+        let current = match event.event_type() {
+            EventType::Put => Some(Arc::new(Store::decode_event(kv)?)),
+            EventType::Delete => None,
+        };
+        let mut state = self
+            .state
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let previous = match &current {
+            Some(c) => state.objects.insert(key.clone(), c.clone()),
+            None => state.objects.remove(&key),
+        };
+        let event = Arc::new(CacheEvent {
+            revision,
+            key,
+            current,
+            previous,
+            lines: Default::default(),
+        });
+        state.history.push_back(event.clone());
+        while state.history.len() > self.capacity {
+            if let Some(old) = state.history.pop_front() {
+                state.trimmed = old.revision;
+                state.history_start = state.history_start.max(old.revision);
+            }
+        }
+        // A watcher whose queue is full is dropped here: its stream ends with 410 and it
+        // relists, while everyone else keeps receiving.
+        state.watchers.retain(|w| {
+            if !event.key.starts_with(&w.prefix) {
+                return true;
+            }
+            match w.tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::debug!(watcher = w.id, "watcher fell behind; closing it");
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
+        state.revision = state.revision.max(revision);
+        let now = state.revision;
+        drop(state);
+        self.revision.send_replace(now);
+        Ok(())
+    }
+}
+
+/// The watch caches, one per resource type, started on first use.
+pub struct Caches {
+    capacity: usize,
+    caches: Mutex<HashMap<String, Arc<Cache>>>,
+}
+
+impl Default for Caches {
+    fn default() -> Self {
+        Caches::new(DEFAULT_HISTORY)
+    }
+}
+
+impl Caches {
+    /// Caches keeping `capacity` events of history per type.
+    pub fn new(capacity: usize) -> Caches {
+        Caches {
+            capacity,
+            caches: Mutex::default(),
+        }
+    }
+
+    /// The cache for everything under `prefix` (`<etcd prefix>/<resource>/`).
+    pub fn get(&self, store: &Store, prefix: &str) -> Arc<Cache> {
+        let mut caches = self
+            .caches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        caches
+            .entry(prefix.to_string())
+            .or_insert_with(|| {
+                let cache = Cache::new(prefix.to_string(), self.capacity);
+                tokio::spawn(cache.clone().run(store.clone()));
+                cache
+            })
+            .clone()
+    }
+}

@@ -1,0 +1,296 @@
+//! The watch cache under kube-runtime and at scale: watchers (plain and streaming-list) that
+//! come back after their resourceVersion left the history relist and end with exactly the
+//! right state; a watcher that stops reading is cut off while a thousand others keep
+//! receiving; paginated lists under concurrent writes return each object once, as of one
+//! revision.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::{StreamExt, TryStreamExt};
+use hakube_e2e::{eventually, ControlPlane};
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{
+    Api, ListParams, Patch, PatchParams, PostParams, VersionMatch, WatchEvent, WatchParams,
+};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::{reflector, watcher, WatchStreamExt};
+use kube::{Client, Config, ResourceExt};
+use serde_json::json;
+
+async fn client(cp: &ControlPlane) -> Client {
+    let kubeconfig = Kubeconfig::read_from(cp.admin_kubeconfig()).expect("kubeconfig");
+    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("client config");
+    Client::try_from(config).expect("client")
+}
+
+fn configmap(name: &str, data: &str) -> ConfigMap {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {"app": "w"}},
+        "data": {"v": data},
+    }))
+    .expect("a ConfigMap")
+}
+
+/// A ConfigMap as the API server stores it, for writing straight into etcd.
+fn stored_configmap(name: &str) -> String {
+    json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": name, "namespace": "default", "uid": format!("uid-{name}"),
+                     "creationTimestamp": "2026-01-01T00:00:00Z", "labels": {"app": "w"}},
+        "data": {"v": "etcd"},
+    })
+    .to_string()
+}
+
+#[test]
+fn kube_runtime_watchers_relist_after_their_version_left_the_history() {
+    let mut cp = ControlPlane::start_with(&["--default-watch-cache-size=5"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let (plain, streaming) = runtime.block_on(async {
+        let api: Api<ConfigMap> = Api::namespaced(client(&cp).await, "default");
+        for i in 0..10 {
+            api.create(&PostParams::default(), &configmap(&format!("c{i}"), "x"))
+                .await
+                .unwrap();
+        }
+        let mut stores = Vec::new();
+        for streaming in [false, true] {
+            let (reader, writer) = reflector::store::<ConfigMap>();
+            let mut config = watcher::Config::default().labels("app=w");
+            if streaming {
+                config = config.streaming_lists();
+            }
+            let stream = reflector(writer, watcher(api.clone(), config))
+                .default_backoff()
+                .for_each(|_| async {});
+            tokio::spawn(stream);
+            stores.push(reader);
+        }
+        for store in &stores {
+            for _ in 0..100 {
+                if store.state().len() == 10 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(store.state().len(), 10);
+        }
+        (stores.remove(0), stores.remove(0))
+    });
+
+    // While the API server is down, more changes than the history holds happen in etcd, and
+    // etcd compacts them away.
+    cp.terminate_apiserver();
+    for i in 0..8 {
+        cp.etcd.run_ctl(&[
+            "put",
+            &format!("/registry/configmaps/default/e{i}"),
+            &stored_configmap(&format!("e{i}")),
+        ]);
+    }
+    for i in 0..3 {
+        cp.etcd
+            .run_ctl(&["del", &format!("/registry/configmaps/default/c{i}")]);
+    }
+    cp.etcd.compact();
+    cp.restart_apiserver();
+
+    let expected: BTreeSet<String> = (3..10)
+        .map(|i| format!("c{i}"))
+        .chain((0..8).map(|i| format!("e{i}")))
+        .collect();
+    runtime.block_on(async {
+        for (what, store) in [("watcher", &plain), ("streaming-list watcher", &streaming)] {
+            let mut names = BTreeSet::new();
+            for _ in 0..200 {
+                names = store.state().iter().map(|c| c.name_any()).collect();
+                if names == expected {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(names, expected, "{what} after relisting");
+            assert_eq!(store.state().len(), expected.len(), "{what}: no duplicates");
+        }
+    });
+}
+
+#[test]
+fn a_watcher_that_stops_reading_is_cut_off_while_a_thousand_others_keep_up() {
+    let cp = ControlPlane::start();
+    cp.ok(&["create", "namespace", "fast"]);
+    cp.ok(&["create", "namespace", "slow"]);
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let admin = client(&cp).await;
+        let fast: Api<ConfigMap> = Api::namespaced(admin.clone(), "fast");
+        let slow: Api<ConfigMap> = Api::namespaced(admin.clone(), "slow");
+        fast.create(&PostParams::default(), &configmap("tick", "0"))
+            .await
+            .unwrap();
+        let big = "x".repeat(100 * 1024);
+        slow.create(&PostParams::default(), &configmap("big", &big))
+            .await
+            .unwrap();
+
+        // A watcher that never reads: curl writes into a pipe nobody drains.
+        let mut stalled = Command::new("curl")
+            .args(["-sN", "--http1.1", "--cacert", &cp.path("ca.crt")])
+            .args([
+                "--cert",
+                &cp.path("admin.crt"),
+                "--key",
+                &cp.path("admin.key"),
+            ])
+            .arg(format!(
+                "{}/api/v1/namespaces/slow/configmaps?watch=true",
+                cp.url
+            ))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+
+        // A thousand watchers over five connections (HTTP/2 streams).
+        let done = Arc::new(AtomicUsize::new(0));
+        let mut clients = Vec::new();
+        for _ in 0..5 {
+            clients.push(client(&cp).await);
+        }
+        for i in 0..1000 {
+            let api: Api<ConfigMap> = Api::namespaced(clients[i % 5].clone(), "fast");
+            let done = done.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = api.watch(&WatchParams::default(), "0").await else {
+                    return;
+                };
+                let mut stream = stream.boxed();
+                // Keep reading after the last change, so this watch stays open.
+                while let Ok(Some(event)) = stream.try_next().await {
+                    if let WatchEvent::Modified(cm) = event {
+                        if cm.data.and_then(|d| d.get("v").cloned()).as_deref() == Some("20") {
+                            done.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                }
+            });
+        }
+        let mut opened = 0;
+        for _ in 0..200 {
+            opened = cp.open_watches("configmaps");
+            if opened >= 1001 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(opened >= 1001, "{opened} watches open");
+
+        // 30 MB of changes for the stalled watcher, 20 small ones for everyone else.
+        let params = PatchParams::default();
+        for i in 0..300 {
+            let data = json!({"data": {"v": format!("{i}{}", &big[..big.len() - 8])}});
+            slow.patch("big", &params, &Patch::Merge(data))
+                .await
+                .unwrap();
+            if i % 15 == 14 {
+                let tick = json!({"data": {"v": (i / 15 + 1).to_string()}});
+                fast.patch("tick", &params, &Patch::Merge(tick))
+                    .await
+                    .unwrap();
+            }
+        }
+        for _ in 0..300 {
+            if done.load(Ordering::SeqCst) == 1000 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(
+            done.load(Ordering::SeqCst),
+            1000,
+            "every reading watcher saw every change"
+        );
+        eventually(
+            "the stalled watcher alone is closed",
+            Duration::from_secs(20),
+            || cp.open_watches("configmaps") == 1000,
+        );
+        let _ = stalled.kill();
+        let _ = stalled.wait();
+    });
+}
+
+#[test]
+fn paginated_lists_under_concurrent_writes_are_one_consistent_snapshot() {
+    let cp = ControlPlane::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let api: Api<ConfigMap> = Api::namespaced(client(&cp).await, "default");
+        for i in 0..300 {
+            api.create(&PostParams::default(), &configmap(&format!("p{i:03}"), "x"))
+                .await
+                .unwrap();
+        }
+        let writer_api = api.clone();
+        let writer = tokio::spawn(async move {
+            for i in 0..300 {
+                let _ = writer_api
+                    .create(&PostParams::default(), &configmap(&format!("q{i:03}"), "y"))
+                    .await;
+                let _ = writer_api
+                    .delete(&format!("p{i:03}"), &Default::default())
+                    .await;
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+        let mut params = ListParams::default().limit(37);
+        let mut revision = None;
+        loop {
+            let page = api.list(&params).await.unwrap();
+            let rv = page.metadata.resource_version.clone();
+            match &revision {
+                None => revision = rv,
+                Some(first) => assert_eq!(
+                    rv.as_ref(),
+                    Some(first),
+                    "every page is read at one revision"
+                ),
+            }
+            for cm in &page.items {
+                *seen.entry(cm.name_any()).or_default() += 1;
+            }
+            match page.metadata.continue_ {
+                Some(token) if !token.is_empty() => {
+                    params = params.continue_token(&token);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                _ => break,
+            }
+        }
+        writer.await.unwrap();
+        assert!(seen.values().all(|n| *n == 1), "an object listed twice");
+        let revision = revision.unwrap();
+        let exact = api
+            .list(
+                &ListParams::default()
+                    .at(&revision)
+                    .matching(VersionMatch::Exact),
+            )
+            .await
+            .unwrap();
+        let expected: BTreeSet<String> = exact.items.iter().map(|c| c.name_any()).collect();
+        let got: BTreeSet<String> = seen.keys().cloned().collect();
+        assert_eq!(
+            got, expected,
+            "the pages together are the collection at revision {revision}"
+        );
+        assert!(got.len() >= 300);
+    });
+}
