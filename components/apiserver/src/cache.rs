@@ -15,6 +15,40 @@ use tokio::sync::{mpsc, watch, Notify};
 
 use crate::storage::{set_resource_version, Store, StoreError, Stored};
 
+/// An object as the cache keeps it: its JSON (resourceVersion included), parsed only when a
+/// selector or a conversion needs the value — most watchers and lists just copy the bytes.
+pub struct CachedObject {
+    pub key: String,
+    pub mod_revision: i64,
+    pub json: Bytes,
+}
+
+impl CachedObject {
+    fn from_stored(stored: Stored) -> CachedObject {
+        CachedObject {
+            json: Bytes::from(serde_json::to_vec(&stored.object).unwrap_or_default()),
+            key: stored.key,
+            mod_revision: stored.mod_revision,
+        }
+    }
+
+    /// The object, parsed.
+    pub fn object(&self) -> Value {
+        serde_json::from_slice(&self.json).unwrap_or(Value::Null)
+    }
+
+    /// A watch line carrying this object unchanged.
+    pub fn line(&self, kind: &str) -> Bytes {
+        let mut out = Vec::with_capacity(self.json.len() + 32);
+        out.extend_from_slice(b"{\"type\":\"");
+        out.extend_from_slice(kind.as_bytes());
+        out.extend_from_slice(b"\",\"object\":");
+        out.extend_from_slice(&self.json);
+        out.extend_from_slice(b"}\n");
+        Bytes::from(out)
+    }
+}
+
 /// Events kept per type for watches that resume from a recent resourceVersion, unless
 /// `--default-watch-cache-size` says otherwise.
 pub const DEFAULT_HISTORY: usize = 10_000;
@@ -28,27 +62,49 @@ pub struct CacheEvent {
     pub revision: i64,
     pub key: String,
     /// The object after the change; None for a deletion.
-    pub current: Option<Arc<Stored>>,
+    pub current: Option<Arc<CachedObject>>,
     /// The object before the change, if it existed.
-    pub previous: Option<Arc<Stored>>,
+    pub previous: Option<Arc<CachedObject>>,
     /// The wire lines for watchers that need no conversion: ADDED, MODIFIED, DELETED.
     lines: [OnceLock<Bytes>; 3],
+    /// The objects parsed once for every watcher with a selector.
+    parsed: [OnceLock<Value>; 2],
 }
 
 impl CacheEvent {
     /// The watch line for this event as `kind` ("ADDED", "MODIFIED", "DELETED"), made once.
     pub fn shared_line(&self, kind: &str) -> Option<Bytes> {
-        let (slot, object) = match kind {
-            "ADDED" => (&self.lines[0], self.current.as_ref()?.object.clone()),
-            "MODIFIED" => (&self.lines[1], self.current.as_ref()?.object.clone()),
-            _ => (&self.lines[2], self.deleted_object()?),
-        };
-        Some(slot.get_or_init(|| line(kind, &object)).clone())
+        Some(match kind {
+            "ADDED" => {
+                let current = self.current.as_ref()?;
+                self.lines[0].get_or_init(|| current.line(kind)).clone()
+            }
+            "MODIFIED" => {
+                let current = self.current.as_ref()?;
+                self.lines[1].get_or_init(|| current.line(kind)).clone()
+            }
+            _ => {
+                let deleted = self.deleted_object()?;
+                self.lines[2].get_or_init(|| line(kind, &deleted)).clone()
+            }
+        })
+    }
+
+    /// The object after the change, parsed once.
+    pub fn current_object(&self) -> Option<&Value> {
+        let current = self.current.as_ref()?;
+        Some(self.parsed[0].get_or_init(|| current.object()))
+    }
+
+    /// The object before the change, parsed once.
+    pub fn previous_object(&self) -> Option<&Value> {
+        let previous = self.previous.as_ref()?;
+        Some(self.parsed[1].get_or_init(|| previous.object()))
     }
 
     /// The last state of an object that left, stamped with the revision it left at.
     pub fn deleted_object(&self) -> Option<Value> {
-        let mut last = self.previous.as_ref()?.object.clone();
+        let mut last = self.previous_object()?.clone();
         set_resource_version(&mut last, self.revision);
         Some(last)
     }
@@ -76,7 +132,7 @@ struct State {
     ready: bool,
     /// Everything up to this revision has been applied and dispatched.
     revision: i64,
-    objects: BTreeMap<String, Arc<Stored>>,
+    objects: BTreeMap<String, Arc<CachedObject>>,
     history: VecDeque<Arc<CacheEvent>>,
     /// Watches may resume from any resourceVersion at or after this one.
     history_start: i64,
@@ -88,7 +144,7 @@ struct State {
 /// A watch registered with the cache.
 pub struct Subscription {
     /// Objects to send first (ADDED), for watches that start with the current state.
-    pub initial: Vec<Arc<Stored>>,
+    pub initial: Vec<Arc<CachedObject>>,
     /// Events to replay first, for watches resuming from a resourceVersion.
     pub replay: Vec<Arc<CacheEvent>>,
     /// The revision `initial` (or the replay) brings the watcher up to.
@@ -173,7 +229,7 @@ impl Cache {
     }
 
     /// The objects under `prefix` and the revision they are current at.
-    pub fn snapshot(&self, prefix: &str) -> (Vec<Arc<Stored>>, i64) {
+    pub fn snapshot(&self, prefix: &str) -> (Vec<Arc<CachedObject>>, i64) {
         let Ok(state) = self.state.read() else {
             return (Vec::new(), 0);
         };
@@ -273,7 +329,7 @@ impl Cache {
             state.objects = page
                 .items
                 .into_iter()
-                .map(|s| (s.key.clone(), Arc::new(s)))
+                .map(|s| (s.key.clone(), Arc::new(CachedObject::from_stored(s))))
                 .collect();
             state.history.clear();
             state.history_start = loaded;
@@ -354,11 +410,15 @@ impl Cache {
     fn remember(&self, event: &etcd_client::Event) -> Result<(), StoreError> {
         let Some(kv) = event.kv() else { return Ok(()) };
         let current = match event.event_type() {
-            EventType::Put => Some(Arc::new(Store::decode_event(kv)?)),
+            EventType::Put => Some(Arc::new(CachedObject::from_stored(Store::decode_event(
+                kv,
+            )?))),
             EventType::Delete => None,
         };
         let previous = match event.prev_kv() {
-            Some(prev) => Some(Arc::new(Store::decode_event(prev)?)),
+            Some(prev) => Some(Arc::new(CachedObject::from_stored(Store::decode_event(
+                prev,
+            )?))),
             None => None,
         };
         let mut state = self
@@ -371,6 +431,7 @@ impl Cache {
             current,
             previous,
             lines: Default::default(),
+            parsed: Default::default(),
         }));
         while state.history.len() > self.capacity {
             if let Some(old) = state.history.pop_front() {
@@ -400,7 +461,9 @@ impl Cache {
         let key = String::from_utf8_lossy(kv.key()).into_owned();
         let revision = kv.mod_revision();
         let current = match event.event_type() {
-            EventType::Put => Some(Arc::new(Store::decode_event(kv)?)),
+            EventType::Put => Some(Arc::new(CachedObject::from_stored(Store::decode_event(
+                kv,
+            )?))),
             EventType::Delete => None,
         };
         let mut state = self
@@ -417,6 +480,7 @@ impl Cache {
             current,
             previous,
             lines: Default::default(),
+            parsed: Default::default(),
         });
         state.history.push_back(event.clone());
         while state.history.len() > self.capacity {

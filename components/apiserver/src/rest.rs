@@ -4,6 +4,7 @@
 //! an etcd transaction that fails if someone else wrote first.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use hakube_apimachinery::labels::{self, LabelSelector};
 use hakube_apimachinery::protobuf::{self, ProtobufError};
@@ -14,6 +15,7 @@ use serde_json::{json, Map, Value};
 
 use crate::allocator::{self, Claims, NODE_PORTS, SERVICE_IPS};
 use crate::authn::UserInfo;
+use crate::cache::CachedObject;
 use crate::fieldsel::ObjectFieldSelector;
 use crate::fieldvalidation::{self, FieldValidation};
 use crate::objects::{self, meta_mut};
@@ -421,16 +423,21 @@ pub async fn list(
     query: &HashMap<String, String>,
 ) -> Result<(StatusCode, Value), ApiError> {
     let selectors = Selectors::parse(t.def, query)?;
-    let limit: i64 = match query.get("limit").filter(|s| !s.is_empty()) {
-        Some(l) => l
-            .parse::<i64>()
-            .map_err(|_| status::bad_request(format!("invalid limit: {l}")))?
-            .max(0),
-        None => 0,
-    };
+    let limit = list_limit(query)?;
     let prefix = state.store.collection(t.segment(), t.namespace.as_deref());
-    if let Some(listed) = list_from_cache(state, t, query, &selectors, limit, &prefix).await? {
-        return Ok((StatusCode::OK, listed));
+    if let Some((items, revision)) =
+        cached_items(state, t, query, &selectors, limit, &prefix).await?
+    {
+        let items: Vec<Value> = items.iter().map(|s| to_wire(t.def, s.object())).collect();
+        return Ok((
+            StatusCode::OK,
+            json!({
+                "kind": format!("{}List", t.def.kind),
+                "apiVersion": t.def.api_version(),
+                "metadata": {"resourceVersion": revision.to_string()},
+                "items": items,
+            }),
+        ));
     }
     let (mut revision, mut start) = match query.get("continue").filter(|s| !s.is_empty()) {
         Some(token) => {
@@ -525,18 +532,19 @@ pub async fn list(
     ))
 }
 
-/// Serves a list from the watch cache when its semantics allow: `resourceVersion=0` (any
+/// Reads a list from the watch cache when its semantics allow: `resourceVersion=0` (any
 /// state, so `limit` is ignored as upstream does), `NotOlderThan` a version, or a consistent
 /// unpaginated read once the cache has caught up with etcd's current revision. None sends the
-/// read to etcd (pages, exact versions, or a cache that could not catch up in time).
-async fn list_from_cache(
+/// read to etcd (pages, exact versions, or a cache that could not catch up in time). The
+/// objects returned match the selectors.
+async fn cached_items(
     state: &State,
     t: &Target,
     query: &HashMap<String, String>,
     selectors: &Selectors,
     limit: i64,
     prefix: &str,
-) -> Result<Option<Value>, ApiError> {
+) -> Result<Option<(Vec<Arc<CachedObject>>, i64)>, ApiError> {
     if query.get("continue").is_some_and(|c| !c.is_empty()) {
         return Ok(None);
     }
@@ -557,18 +565,59 @@ async fn list_from_cache(
     if !cache.wait_for(needed).await {
         return Ok(None);
     }
-    let (stored, revision) = cache.snapshot(prefix);
-    let items: Vec<Value> = stored
-        .iter()
-        .filter(|s| selectors.matches(&s.object))
-        .map(|s| to_wire(t.def, s.object.clone()))
-        .collect();
-    Ok(Some(json!({
+    let (mut items, revision) = cache.snapshot(prefix);
+    if !selectors.is_everything() {
+        items.retain(|s| selectors.matches(&s.object()));
+    }
+    Ok(Some((items, revision)))
+}
+
+fn list_limit(query: &HashMap<String, String>) -> Result<i64, ApiError> {
+    match query.get("limit").filter(|s| !s.is_empty()) {
+        Some(l) => Ok(l
+            .parse::<i64>()
+            .map_err(|_| status::bad_request(format!("invalid limit: {l}")))?
+            .max(0)),
+        None => Ok(0),
+    }
+}
+
+/// A list served from the watch cache as bytes: the stored JSON of each object copied into the
+/// answer, with no parsing or re-encoding. Only for resources served exactly as stored.
+pub async fn list_raw(
+    state: &State,
+    t: &Target,
+    query: &HashMap<String, String>,
+) -> Result<Option<bytes::Bytes>, ApiError> {
+    if t.def.is_events_v1() || t.def.custom.is_some() || t.def.storage == Storage::Review {
+        return Ok(None);
+    }
+    let selectors = Selectors::parse(t.def, query)?;
+    let limit = list_limit(query)?;
+    let prefix = state.store.collection(t.segment(), t.namespace.as_deref());
+    let Some((items, revision)) = cached_items(state, t, query, &selectors, limit, &prefix).await?
+    else {
+        return Ok(None);
+    };
+    let head = json!({
         "kind": format!("{}List", t.def.kind),
         "apiVersion": t.def.api_version(),
         "metadata": {"resourceVersion": revision.to_string()},
-        "items": items,
-    })))
+    })
+    .to_string();
+    let size = items.iter().map(|i| i.json.len() + 1).sum::<usize>() + head.len() + 16;
+    let mut out = Vec::with_capacity(size);
+    // `{"kind":...,"metadata":{...}` without its closing brace, then the items.
+    out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
+    out.extend_from_slice(b",\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(&item.json);
+    }
+    out.extend_from_slice(b"]}");
+    Ok(Some(bytes::Bytes::from(out)))
 }
 
 fn continue_error(e: StoreError, continuing: bool) -> ApiError {

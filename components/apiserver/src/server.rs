@@ -464,6 +464,11 @@ async fn resource(
         if watching && t.name.is_none() {
             return watch::serve(state.clone(), &t, &query, table, labels.clone()).await;
         }
+        if table.is_none() && t.name.is_none() {
+            if let Some(raw) = rest::list_raw(state, &t, &query).await? {
+                return Ok(response::text(StatusCode::OK, raw, "application/json"));
+            }
+        }
         let (code, body) = match &t.name {
             None => rest::list(state, &t, &query).await?,
             Some(_) => rest::get(state, &t).await?,

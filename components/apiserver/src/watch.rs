@@ -251,9 +251,15 @@ async fn run(
         }
     };
     let mut cut = subscription.cut.clone();
+    let everything = request.selectors.is_everything();
     for item in std::mem::take(&mut subscription.initial) {
-        if request.selectors.matches(&item.object) {
-            send_or_cut(tx, &mut cut, request.event("ADDED", item.object.clone())).await?;
+        if request.shared_lines() && everything {
+            send_or_cut(tx, &mut cut, item.line("ADDED")).await?;
+            continue;
+        }
+        let object = item.object();
+        if request.selectors.matches(&object) {
+            send_or_cut(tx, &mut cut, request.event("ADDED", object)).await?;
         }
     }
     if let Start::FromNow {
@@ -304,14 +310,14 @@ async fn run(
 /// One cached change as the watch event this client should see, if any.
 fn translate(request: &WatchRequest, event: &CacheEvent) -> Option<Bytes> {
     let selectors = &request.selectors;
-    let old_matches = event
-        .previous
-        .as_ref()
-        .is_some_and(|o| selectors.matches(&o.object));
-    let new_matches = event
-        .current
-        .as_ref()
-        .is_some_and(|c| selectors.matches(&c.object));
+    let everything = selectors.is_everything();
+    let old_matches = event.previous.is_some()
+        && (everything
+            || event
+                .previous_object()
+                .is_some_and(|o| selectors.matches(o)));
+    let new_matches = event.current.is_some()
+        && (everything || event.current_object().is_some_and(|c| selectors.matches(c)));
     let kind = match (old_matches, new_matches) {
         (true, true) => "MODIFIED",
         (false, true) => "ADDED",
@@ -324,7 +330,7 @@ fn translate(request: &WatchRequest, event: &CacheEvent) -> Option<Bytes> {
     }
     let object = match kind {
         "DELETED" => event.deleted_object()?,
-        _ => event.current.as_ref()?.object.clone(),
+        _ => event.current_object()?.clone(),
     };
     Some(request.event(kind, object))
 }
