@@ -302,6 +302,37 @@ impl ControlPlane {
         child.wait_with_output().expect("kubectl runs")
     }
 
+    /// What `kubectl get ARGS -w --no-headers` prints while `change` runs (the watch gets a
+    /// moment to open first, and to print the change after).
+    pub fn watch_output(&self, args: &[&str], change: impl FnOnce()) -> String {
+        let mut watch = Command::new("kubectl")
+            .args(["--kubeconfig", &self.admin_kubeconfig(), "get"])
+            .args(args)
+            .args(["-w", "--no-headers"])
+            .env("HOME", self.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("kubectl runs");
+        std::thread::sleep(Duration::from_millis(800));
+        change();
+        std::thread::sleep(Duration::from_millis(800));
+        let _ = watch.kill();
+        let out = watch.wait_with_output().expect("kubectl's output");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A kube-rs client for the admin.
+    pub async fn kube_client(&self) -> kube::Client {
+        let kubeconfig =
+            kube::config::Kubeconfig::read_from(self.admin_kubeconfig()).expect("kubeconfig");
+        let options = kube::config::KubeConfigOptions::default();
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+            .await
+            .expect("client config");
+        kube::Client::try_from(config).expect("client")
+    }
+
     /// kubectl that must succeed; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.kubectl(args);

@@ -1,7 +1,6 @@
 //! kubectl apply (client- and server-side), strategic merge patch, explain, dry run, field
 //! validation and table output against etcd + hakube-apiserver.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hakube_e2e::{eventually, ControlPlane};
@@ -452,28 +451,12 @@ fn table_output_matches_upstream_columns() {
     );
 
     // get -w prints a row per change.
-    let mut watch = Command::new("kubectl")
-        .args([
-            "--kubeconfig",
-            &cp.admin_kubeconfig(),
-            "get",
-            "pods",
-            "-w",
-            "--no-headers",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
-    cp.ok(&["run", "p2", "--image=busybox"]);
-    eventually("p2 is listed", Duration::from_secs(10), || {
-        cp.get_json(&["pod", "p2"])["metadata"]["name"] == "p2"
+    let text = cp.watch_output(&["pods"], || {
+        cp.ok(&["run", "p2", "--image=busybox"]);
+        eventually("p2 is listed", Duration::from_secs(10), || {
+            cp.get_json(&["pod", "p2"])["metadata"]["name"] == "p2"
+        });
     });
-    std::thread::sleep(Duration::from_millis(800));
-    let _ = watch.kill();
-    let out = watch.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         text.lines()
             .any(|l| l.starts_with("p2 ") && l.contains("Pending")),

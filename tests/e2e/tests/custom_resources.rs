@@ -2,7 +2,6 @@
 //! columns, patches, status and scale subresources, watches, schema violations and pruning,
 //! several versions, and deletion of the CRD taking its objects and discovery entry along.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use hakube_e2e::{eventually, ControlPlane};
@@ -202,31 +201,16 @@ fn patches_status_scale_and_watch() {
     assert!(out.contains("serverside-applied"), "{out}");
 
     // kubectl get -w prints a row per change.
-    let mut watch = Command::new("kubectl")
-        .args([
-            "--kubeconfig",
-            &cp.admin_kubeconfig(),
-            "get",
+    let text = cp.watch_output(&["wd"], || {
+        cp.ok(&[
+            "patch",
             "wd",
-            "-w",
-            "--no-headers",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(800));
-    cp.ok(&[
-        "patch",
-        "wd",
-        "w1",
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"size":9}}"#,
-    ]);
-    std::thread::sleep(Duration::from_millis(800));
-    let _ = watch.kill();
-    let text = String::from_utf8_lossy(&watch.wait_with_output().unwrap().stdout).into_owned();
+            "w1",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"size":9}}"#,
+        ]);
+    });
     assert!(
         text.lines()
             .any(|l| l.starts_with("w1 ") && l.split_whitespace().nth(1) == Some("9")),

@@ -4,17 +4,7 @@
 use hakube_e2e::ControlPlane;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::api::{Api, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Client, Config};
 use serde_json::json;
-
-async fn client(cp: &ControlPlane) -> Client {
-    let kubeconfig = Kubeconfig::read_from(cp.admin_kubeconfig()).expect("kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("client config");
-    Client::try_from(config).expect("client")
-}
 
 fn deployment(replicas: i32, image: &str) -> serde_json::Value {
     json!({
@@ -34,7 +24,7 @@ fn patch_apply_on_object_and_status() {
     let cp = ControlPlane::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let api: Api<Deployment> = Api::namespaced(client(&cp).await, "default");
+        let api: Api<Deployment> = Api::namespaced(cp.kube_client().await, "default");
         let owner = PatchParams::apply("kr-owner").force();
         let created = api
             .patch("kr", &owner, &Patch::Apply(deployment(1, "img:1")))

@@ -11,12 +11,11 @@ use futures::StreamExt;
 use hakube_e2e::ControlPlane;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::finalizer::{finalizer, Event};
 use kube::runtime::wait::{await_condition, conditions};
 use kube::runtime::watcher;
-use kube::{Client, Config, CustomResource, CustomResourceExt, ResourceExt};
+use kube::{Client, CustomResource, CustomResourceExt, ResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -88,14 +87,6 @@ fn error_policy(
     Action::requeue(Duration::from_millis(500))
 }
 
-async fn client(cp: &ControlPlane) -> Client {
-    let kubeconfig = Kubeconfig::read_from(cp.admin_kubeconfig()).expect("kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("client config");
-    Client::try_from(config).expect("client")
-}
-
 async fn until<F: FnMut() -> bool>(what: &str, mut check: F) {
     for _ in 0..100 {
         if check() {
@@ -111,7 +102,7 @@ fn controller_converges_stays_quiet_and_finalizes() {
     let cp = ControlPlane::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let client = client(&cp).await;
+        let client = cp.kube_client().await;
         let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
         crds.create(&PostParams::default(), &Greeting::crd())
             .await

@@ -16,18 +16,9 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{
     Api, ListParams, Patch, PatchParams, PostParams, VersionMatch, WatchEvent, WatchParams,
 };
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{reflector, watcher, WatchStreamExt};
-use kube::{Client, Config, ResourceExt};
+use kube::ResourceExt;
 use serde_json::json;
-
-async fn client(cp: &ControlPlane) -> Client {
-    let kubeconfig = Kubeconfig::read_from(cp.admin_kubeconfig()).expect("kubeconfig");
-    let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("client config");
-    Client::try_from(config).expect("client")
-}
 
 fn configmap(name: &str, data: &str) -> ConfigMap {
     serde_json::from_value(json!({
@@ -53,7 +44,7 @@ fn kube_runtime_watchers_relist_after_their_version_left_the_history() {
     let mut cp = ControlPlane::start_with(&["--default-watch-cache-size=5"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     let (plain, streaming) = runtime.block_on(async {
-        let api: Api<ConfigMap> = Api::namespaced(client(&cp).await, "default");
+        let api: Api<ConfigMap> = Api::namespaced(cp.kube_client().await, "default");
         for i in 0..10 {
             api.create(&PostParams::default(), &configmap(&format!("c{i}"), "x"))
                 .await
@@ -128,7 +119,7 @@ fn a_watcher_that_stops_reading_is_cut_off_while_a_thousand_others_keep_up() {
     cp.ok(&["create", "namespace", "slow"]);
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let admin = client(&cp).await;
+        let admin = cp.kube_client().await;
         let fast: Api<ConfigMap> = Api::namespaced(admin.clone(), "fast");
         let slow: Api<ConfigMap> = Api::namespaced(admin.clone(), "slow");
         fast.create(&PostParams::default(), &configmap("tick", "0"))
@@ -161,7 +152,7 @@ fn a_watcher_that_stops_reading_is_cut_off_while_a_thousand_others_keep_up() {
         let done = Arc::new(AtomicUsize::new(0));
         let mut clients = Vec::new();
         for _ in 0..5 {
-            clients.push(client(&cp).await);
+            clients.push(cp.kube_client().await);
         }
         for i in 0..1000 {
             let api: Api<ConfigMap> = Api::namespaced(clients[i % 5].clone(), "fast");
@@ -231,7 +222,7 @@ fn paginated_lists_under_concurrent_writes_are_one_consistent_snapshot() {
     let cp = ControlPlane::start();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let api: Api<ConfigMap> = Api::namespaced(client(&cp).await, "default");
+        let api: Api<ConfigMap> = Api::namespaced(cp.kube_client().await, "default");
         for i in 0..300 {
             api.create(&PostParams::default(), &configmap(&format!("p{i:03}"), "x"))
                 .await
