@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# The API-server write benchmark: 1 KiB ConfigMaps created through hakube-apiserver with 64
-# concurrent HTTP/2 streams for 20 s, and the same keys and sizes put straight into the same
-# etcd at the same concurrency, in one run. Prints both rates and their ratio.
+# The API-server benchmarks, each on a fresh etcd and hakube-apiserver:
+# - writes: 1 KiB ConfigMaps created through hakube-apiserver with 64 concurrent HTTP/2 streams
+#   for 20 s, and the same keys and sizes put straight into the same etcd at the same
+#   concurrency, in one run. Prints both rates and their ratio.
+# - the watch cache: 10,000 ~2 KiB Pods; lists from the cache beside serializing the same
+#   objects in process, write-to-receipt latency and lost events with 1,000 watchers (and 1),
+#   and the API server's resident memory while the watchers are open.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 target=${CARGO_TARGET_DIR:-/var/tmp/hakube-target}
 seconds=${BENCH_SECONDS:-20}
 concurrency=${BENCH_CONCURRENCY:-64}
+pods=${BENCH_PODS:-10000}
+lists=${BENCH_LISTS:-30}
+watchers=${BENCH_WATCHERS:-1000}
+watch_seconds=${BENCH_WATCH_SECONDS:-30}
 
 cargo build --release -q -p hakube-apiserver -p hakube-loadgen
 work=$(mktemp -d /var/tmp/hakube-bench.XXXXXX)
@@ -19,24 +27,48 @@ cleanup() {
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
 
-etcd --data-dir "$work/etcd" --listen-client-urls "http://127.0.0.1:$etcd_port" \
-  --advertise-client-urls "http://127.0.0.1:$etcd_port" --listen-peer-urls "http://127.0.0.1:$peer_port" \
-  --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" --initial-cluster "default=http://127.0.0.1:$peer_port" \
-  --logger=zap --log-level=error >"$work/etcd.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do curl -sf "http://127.0.0.1:$etcd_port/health" >/dev/null && break; sleep 0.1; done
+# Starts an empty etcd and an API server on it, named $1; sets etcd_port, api_port, api_pid.
+start() {
+  local name=$1 peer_port
+  etcd_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
+  etcd --data-dir "$work/$name-etcd" --listen-client-urls "http://127.0.0.1:$etcd_port" \
+    --advertise-client-urls "http://127.0.0.1:$etcd_port" --listen-peer-urls "http://127.0.0.1:$peer_port" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" --initial-cluster "default=http://127.0.0.1:$peer_port" \
+    --logger=zap --log-level=error >"$work/$name-etcd.log" 2>&1 &
+  pids+=($!)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$etcd_port/health" >/dev/null && break; sleep 0.1; done
 
-"$here/pki.sh" "$work/pki" "https://127.0.0.1:$api_port"
-"$target/release/hakube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
-  --secure-port "$api_port" --bind-address 127.0.0.1 \
-  --tls-cert-file "$work/pki/apiserver.crt" --tls-private-key-file "$work/pki/apiserver.key" \
-  --client-ca-file "$work/pki/ca.crt" >"$work/apiserver.log" 2>&1 &
-pids+=($!)
-for _ in $(seq 100); do curl -sf --cacert "$work/pki/ca.crt" "https://127.0.0.1:$api_port/readyz" >/dev/null && break; sleep 0.1; done
+  "$here/pki.sh" "$work/$name-pki" "https://127.0.0.1:$api_port"
+  "$target/release/hakube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_port" \
+    --secure-port "$api_port" --bind-address 127.0.0.1 \
+    --tls-cert-file "$work/$name-pki/apiserver.crt" --tls-private-key-file "$work/$name-pki/apiserver.key" \
+    --client-ca-file "$work/$name-pki/ca.crt" >"$work/$name-apiserver.log" 2>&1 &
+  api_pid=$!
+  pids+=($api_pid)
+  for _ in $(seq 100); do curl -sf --cacert "$work/$name-pki/ca.crt" "https://127.0.0.1:$api_port/readyz" >/dev/null && break; sleep 0.1; done
+}
 
+# Stops the last etcd and API server started.
+stop() {
+  local pid
+  for pid in "${pids[@]: -2}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+  pids=("${pids[@]:0:${#pids[@]}-2}")
+}
+
+loadgen() {
+  local name=$1; shift
+  "$target/release/hakube-loadgen" --port "$api_port" --ca "$work/$name-pki/ca.crt" \
+    --cert "$work/$name-pki/admin.crt" --key "$work/$name-pki/admin.key" "$@"
+}
+
+start write
 echo "write benchmark: ${concurrency} concurrent writers, ${seconds}s each, 1 KiB ConfigMaps ($(nproc) cores)"
-"$target/release/hakube-loadgen" --port "$api_port" --ca "$work/pki/ca.crt" \
-  --cert "$work/pki/admin.crt" --key "$work/pki/admin.key" \
-  --etcd "http://127.0.0.1:$etcd_port" --concurrency "$concurrency" --seconds "$seconds"
+loadgen write --etcd "http://127.0.0.1:$etcd_port" --concurrency "$concurrency" --seconds "$seconds"
+stop
+
+start cache
+echo "watch-cache benchmarks: ${pods} Pods of 2 KiB, ${watchers} watchers ($(nproc) cores)"
+loadgen cache --mode watch-cache --apiserver-pid "$api_pid" --concurrency "$concurrency" \
+  --pods "$pods" --lists "$lists" --watchers "$watchers" --watch-seconds "$watch_seconds"
+stop

@@ -5,6 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The largest etcd response accepted: a whole collection is one range response (10,000 Pods are
+/// ~48 MB) and a watch may batch many events. etcd-client's default is 4 MiB; etcd's Go client,
+/// which kube-apiserver uses, accepts up to 2 GiB.
+const MAX_MESSAGE: usize = i32::MAX as usize;
+
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, TlsOptions, Txn, TxnOp,
     TxnOpResponse, WatchOptions, WatchStream,
@@ -183,6 +188,7 @@ impl Store {
         let resp = self
             .client
             .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
             .get(key, None)
             .await
             .map_err(StoreError::from_etcd)?;
@@ -197,6 +203,7 @@ impl Store {
         let resp = self
             .client
             .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
             .get(
                 format!("{}/", self.prefix),
                 Some(GetOptions::new().with_count_only().with_limit(1)),
@@ -227,6 +234,7 @@ impl Store {
         let resp = self
             .client
             .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
             .get(from, Some(options))
             .await
             .map_err(StoreError::from_etcd)?;
@@ -250,6 +258,7 @@ impl Store {
             let count = self
                 .client
                 .kv_client()
+                .max_decoding_message_size(MAX_MESSAGE)
                 .get(
                     next,
                     Some(
@@ -344,7 +353,12 @@ impl Store {
         }
         on_failure.push(TxnOp::get(key, None));
         let txn = Txn::new().when(compares).and_then(ops).or_else(on_failure);
-        let resp = self.client.kv_client().txn(txn).await?;
+        let resp = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+            .txn(txn)
+            .await?;
         if resp.succeeded() {
             return Ok(resp.header().map(|h| h.revision()).unwrap_or(0));
         }
@@ -364,6 +378,7 @@ impl Store {
         let resp = self
             .client
             .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
             .get(
                 prefix.as_str(),
                 Some(GetOptions::new().with_prefix().with_keys_only()),
@@ -390,6 +405,7 @@ impl Store {
         Ok(self
             .client
             .watch_client()
+            .max_decoding_message_size(MAX_MESSAGE)
             .watch(prefix, Some(options))
             .await?)
     }
@@ -414,6 +430,7 @@ impl Store {
         let lease = self.client.lease_client().grant(ttl, None).await?;
         self.client
             .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
             .put(
                 format!("{}/masterleases/{address}", self.prefix),
                 address,
@@ -426,6 +443,7 @@ impl Store {
     pub async fn release_master_lease(&self, address: &str) -> Result<(), StoreError> {
         self.client
             .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
             .delete(format!("{}/masterleases/{address}", self.prefix), None)
             .await?;
         Ok(())
@@ -437,6 +455,7 @@ impl Store {
         let resp = self
             .client
             .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
             .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
             .await?;
         Ok(resp

@@ -1,7 +1,11 @@
 //! Write load for the API-server benchmark: N concurrent creators of 1 KiB ConfigMaps over one
 //! HTTP/2 connection to hakube-apiserver, and the same keys and sizes put straight into etcd at
-//! the same concurrency, so the two rates come from one run on one machine.
+//! the same concurrency, so the two rates come from one run on one machine. The watch-cache
+//! benchmarks (lists, watch fan-out, memory) live in [`watchcache`].
 #![forbid(unsafe_code)]
+
+pub mod pod;
+pub mod watchcache;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -34,6 +38,12 @@ pub enum LoadError {
     Status { code: u16, body: String },
     #[error("the server did not negotiate HTTP/2")]
     NoHttp2,
+    #[error("building a request: {0}")]
+    Request(#[from] http::Error),
+    #[error("JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Unexpected(String),
 }
 
 /// What one run measured.
@@ -67,14 +77,19 @@ impl Outcome {
     }
 
     pub fn percentile(&self, p: f64) -> Duration {
-        let mut sorted = self.latencies.clone();
-        sorted.sort();
-        if sorted.is_empty() {
-            return Duration::ZERO;
-        }
-        let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-        sorted[i.min(sorted.len() - 1)]
+        percentile(&self.latencies, p)
     }
+}
+
+/// The `p` quantile (0..=1) of `samples`, nearest rank; zero when there are none.
+pub fn percentile(samples: &[Duration], p: f64) -> Duration {
+    let mut sorted = samples.to_vec();
+    sorted.sort();
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
 }
 
 /// The ConfigMap both sides write: 1 KiB of data.
@@ -103,9 +118,29 @@ pub struct ApiTarget<'a> {
     pub key: &'a Path,
 }
 
-async fn connect(
-    target: &ApiTarget<'_>,
-) -> Result<hyper::client::conn::http2::SendRequest<Full<Bytes>>, LoadError> {
+/// HTTP/2 flow-control windows a connection grants the server, in bytes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Windows {
+    pub stream: u32,
+    pub connection: u32,
+}
+
+impl Windows {
+    /// The write load's: answers are small (the connection window is hyper's default).
+    pub const WRITES: Windows = Windows {
+        stream: 1 << 20,
+        connection: 5 << 20,
+    };
+    /// Go's HTTP/2 client's (so client-go's), for lists of tens of MiB and many watches.
+    pub const READS: Windows = Windows {
+        stream: 4 << 20,
+        connection: 1 << 30,
+    };
+}
+
+pub(crate) type Sender = hyper::client::conn::http2::SendRequest<Full<Bytes>>;
+
+pub(crate) async fn connect(target: &ApiTarget<'_>, windows: Windows) -> Result<Sender, LoadError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = rustls::RootCertStore::empty();
     for cert in rustls_pemfile::certs(&mut read(target.ca)?.as_slice()).filter_map(Result::ok) {
@@ -135,7 +170,8 @@ async fn connect(
     }
     let (sender, conn) =
         hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
-            .initial_stream_window_size(1 << 20)
+            .initial_stream_window_size(windows.stream)
+            .initial_connection_window_size(windows.connection)
             .handshake(TokioIo::new(tls))
             .await?;
     tokio::spawn(conn);
@@ -143,8 +179,8 @@ async fn connect(
 }
 
 /// Creates `namespace` so the ConfigMaps have somewhere to go (409 if it exists is fine).
-async fn ensure_namespace(
-    sender: &mut hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+pub(crate) async fn ensure_namespace(
+    sender: &mut Sender,
     authority: &str,
 ) -> Result<(), LoadError> {
     let body = br#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"bench"}}"#;
@@ -216,7 +252,7 @@ pub async fn run_apiserver(
     size: usize,
     run_id: &str,
 ) -> Result<Outcome, LoadError> {
-    let mut sender = connect(target).await?;
+    let mut sender = connect(target, Windows::WRITES).await?;
     let authority = format!("{}:{}", target.host, target.port);
     ensure_namespace(&mut sender, &authority).await?;
     let url = Arc::new(format!(
