@@ -58,7 +58,13 @@ pub fn labels(object: &Value) -> Option<&Map<String, Value>> {
 pub fn finalizers(object: &Value) -> Vec<String> {
     meta(object)
         .and_then(|m| m.get("finalizers"))
-        .and_then(Value::as_array)
+        .map(|v| strings(Some(v)))
+        .unwrap_or_default()
+}
+
+/// The strings of a JSON array (anything else is empty).
+pub fn strings(v: Option<&Value>) -> Vec<String> {
+    v.and_then(Value::as_array)
         .map(|a| {
             a.iter()
                 .filter_map(Value::as_str)

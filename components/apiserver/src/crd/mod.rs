@@ -15,7 +15,7 @@ use hakube_apimachinery::validation::NameRule;
 use schemars::{Schema, SchemaGenerator};
 use serde_json::{json, Map, Value};
 
-use crate::objects;
+use crate::objects::{self, strings};
 use crate::registry::{self, ResourceDef, Storage, Subresource};
 use crate::storage::{Store, StoreError};
 use crate::State;
@@ -70,17 +70,6 @@ fn no_schema(_: &mut SchemaGenerator) -> Schema {
 
 fn leak(s: &str) -> &'static str {
     Box::leak(s.to_string().into_boxed_str())
-}
-
-fn strings(v: Option<&Value>) -> Vec<String> {
-    v.and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(Value::as_str)
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 fn text<'a>(v: &'a Value, pointer: &str) -> &'a str {
