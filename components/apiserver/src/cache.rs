@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use etcd_client::EventType;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, watch};
 
 use crate::storage::{set_resource_version, Store, StoreError, Stored};
 
@@ -54,8 +54,12 @@ impl CachedObject {
 pub const DEFAULT_HISTORY: usize = 10_000;
 /// Events a watcher may have queued before it is cut off.
 pub const WATCHER_QUEUE: usize = 100;
-/// How long a consistent read waits for the cache to catch up before reading etcd instead.
-const CATCH_UP: Duration = Duration::from_secs(3);
+/// How long a read waits for changes etcd has confirmed to reach the cache before reading
+/// etcd instead.
+pub const CATCH_UP: Duration = Duration::from_secs(3);
+/// How long a read waits for the cache to reach a revision on its own events before asking
+/// etcd where the type stands.
+const HOT_CATCH_UP: Duration = Duration::from_millis(20);
 
 /// One change, as every watcher of the type sees it.
 pub struct CacheEvent {
@@ -183,7 +187,6 @@ pub struct Cache {
     capacity: usize,
     state: RwLock<State>,
     revision: watch::Sender<i64>,
-    progress: Notify,
     next_id: AtomicU64,
 }
 
@@ -194,7 +197,6 @@ impl Cache {
             capacity: capacity.max(1),
             state: RwLock::default(),
             revision: watch::Sender::new(0),
-            progress: Notify::new(),
             next_id: AtomicU64::new(1),
         })
     }
@@ -203,9 +205,9 @@ impl Cache {
         self.state.read().map(|s| s.revision).unwrap_or(0)
     }
 
-    /// Waits until the cache reflects at least `revision` (0: until it has loaded), asking etcd
-    /// for a progress notification if it must; false if that took too long.
-    pub async fn wait_for(&self, revision: i64) -> bool {
+    /// Waits up to `limit` until the cache has applied every change up to `revision` (0: until
+    /// it has loaded).
+    pub async fn wait_for(&self, revision: i64, limit: Duration) -> bool {
         let mut rx = self.revision.subscribe();
         let ready = |state: &Cache| {
             state
@@ -215,17 +217,45 @@ impl Cache {
                 .unwrap_or(false)
         };
         let wait = async {
-            loop {
-                if ready(self) {
-                    return;
-                }
-                self.progress.notify_one();
+            while !ready(self) {
                 if rx.changed().await.is_err() {
                     return;
                 }
             }
         };
-        tokio::time::timeout(CATCH_UP, wait).await.is_ok() && ready(self)
+        tokio::time::timeout(limit, wait).await.is_ok() && ready(self)
+    }
+
+    /// The objects under `prefix` as of `revision` or later, and the revision they are current
+    /// at; None when the cache cannot vouch for that in time (the caller reads etcd instead).
+    /// A type that was written last catches up through its own events; for any other, etcd's
+    /// newest modification and key count under `prefix` show whether the cache already holds
+    /// what etcd holds now.
+    pub async fn snapshot_at_least(
+        &self,
+        store: &Store,
+        prefix: &str,
+        revision: i64,
+    ) -> Result<Option<(Vec<Arc<CachedObject>>, i64)>, StoreError> {
+        if revision == 0 {
+            let loaded = self.wait_for(0, CATCH_UP).await;
+            return Ok(loaded.then(|| self.snapshot(prefix)));
+        }
+        if self.wait_for(revision, HOT_CATCH_UP).await {
+            return Ok(Some(self.snapshot(prefix)));
+        }
+        let latest = store.latest_change(prefix).await?;
+        if !self.wait_for(latest.newest_modification, CATCH_UP).await {
+            return Ok(None);
+        }
+        let (items, applied) = self.snapshot(prefix);
+        // Every change after `applied` is still on its way. None of them can be a write to a
+        // key that exists now (its modification would be newer than the newest one), so they
+        // can only remove keys, or add keys that are gone again; equal counts mean none did.
+        if applied >= latest.revision || items.len() as i64 == latest.count {
+            return Ok(Some((items, applied.max(latest.revision))));
+        }
+        Ok(None)
     }
 
     /// The objects under `prefix` and the revision they are current at.
@@ -346,55 +376,36 @@ impl Cache {
         let mut from = (loaded - self.capacity as i64 + 1).max(1);
         'open: loop {
             let mut stream = store.watch(&self.prefix, from).await?;
-            stream.request_progress().await?;
             let mut primed = false;
-            loop {
-                tokio::select! {
-                    message = stream.message() => {
-                        let Some(response) = message? else { return Ok(()) };
-                        let compacted = response.compact_revision();
-                        if compacted > 0 {
-                            if !primed && compacted <= loaded + 1 && compacted > from {
-                                from = compacted;
-                                continue 'open;
-                            }
-                            return Err(StoreError::Compacted);
-                        }
-                        if response.canceled() {
-                            return Err(StoreError::Compacted);
-                        }
-                        if response.events().is_empty() {
-                            if response.created() {
-                                continue;
-                            }
-                            // A progress notification: every change up to its revision was sent.
-                            if let Some(h) = response.header() {
-                                if !primed && h.revision() >= loaded {
-                                    primed = true;
-                                    self.primed(from);
-                                }
-                                self.advance(h.revision());
-                            }
-                            continue;
-                        }
-                        for event in response.events() {
-                            let revision = event.kv().map(|kv| kv.mod_revision()).unwrap_or(0);
-                            if revision <= loaded {
-                                self.remember(event)?;
-                                continue;
-                            }
-                            if !primed {
-                                primed = true;
-                                self.primed(from);
-                            }
-                            self.apply(event)?;
-                        }
+            while let Some(response) = stream.message().await? {
+                let compacted = response.compact_revision();
+                if compacted > 0 {
+                    if !primed && compacted <= loaded + 1 && compacted > from {
+                        from = compacted;
+                        continue 'open;
                     }
-                    _ = self.progress.notified() => {
-                        stream.request_progress().await?;
+                    return Err(StoreError::Compacted);
+                }
+                if response.canceled() {
+                    return Err(StoreError::Compacted);
+                }
+                // Progress notifications are not trusted: etcd before 3.4.31 may send them
+                // ahead of the events they vouch for. The replay before the load counts as
+                // complete once a newer change arrives.
+                for event in response.events() {
+                    let revision = event.kv().map(|kv| kv.mod_revision()).unwrap_or(0);
+                    if revision <= loaded {
+                        self.remember(event)?;
+                        continue;
                     }
+                    if !primed {
+                        primed = true;
+                        self.primed(from);
+                    }
+                    self.apply(event)?;
                 }
             }
+            return Ok(());
         }
     }
 
@@ -439,21 +450,6 @@ impl Cache {
             }
         }
         Ok(())
-    }
-
-    fn advance(&self, revision: i64) {
-        if let Ok(mut state) = self.state.write() {
-            if revision > state.revision {
-                state.revision = revision;
-            }
-        }
-        self.revision.send_if_modified(|r| {
-            let newer = revision > *r;
-            if newer {
-                *r = revision;
-            }
-            newer
-        });
     }
 
     fn apply(&self, event: &etcd_client::Event) -> Result<(), StoreError> {

@@ -562,10 +562,13 @@ async fn cached_items(
     let cache = state
         .caches
         .get(&state.store, &state.store.collection(t.segment(), None));
-    if !cache.wait_for(needed).await {
+    let Some((mut items, revision)) = cache
+        .snapshot_at_least(&state.store, prefix, needed)
+        .await
+        .map_err(store_error)?
+    else {
         return Ok(None);
-    }
-    let (mut items, revision) = cache.snapshot(prefix);
+    };
     if !selectors.is_everything() {
         items.retain(|s| selectors.matches(&s.object()));
     }

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 const MAX_MESSAGE: usize = i32::MAX as usize;
 
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, TlsOptions, Txn, TxnOp,
-    TxnOpResponse, WatchOptions, WatchStream,
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, PutOptions, SortOrder, SortTarget,
+    TlsOptions, Txn, TxnOp, TxnOpResponse, WatchOptions, WatchStream,
 };
 use serde_json::Value;
 use tokio::sync::Mutex;
@@ -61,6 +61,15 @@ pub struct Stored {
     pub key: String,
     pub object: Value,
     pub mod_revision: i64,
+}
+
+/// The newest state of a key range, from `Store::latest_change`.
+#[derive(Debug)]
+pub struct LatestChange {
+    pub revision: i64,
+    /// The highest modification revision of any key in the range (0 when it is empty).
+    pub newest_modification: i64,
+    pub count: i64,
 }
 
 /// One page of a range read.
@@ -210,6 +219,36 @@ impl Store {
             )
             .await?;
         Ok(resp.header().map(|h| h.revision()).unwrap_or(0))
+    }
+
+    /// Where the keys under `prefix` stand now: etcd's current revision, the newest
+    /// modification among them, and how many there are. A cache that has applied every change
+    /// up to that modification and holds as many keys has exactly etcd's current contents,
+    /// without relying on watch progress notifications (which etcd before 3.4.31 may send ahead
+    /// of the events they vouch for).
+    pub async fn latest_change(&self, prefix: &str) -> Result<LatestChange, StoreError> {
+        let begin = Instant::now();
+        let resp = self
+            .client
+            .kv_client()
+            .get(
+                prefix,
+                Some(
+                    GetOptions::new()
+                        .with_range(prefix_end(prefix))
+                        .with_keys_only()
+                        .with_sort(SortTarget::Mod, SortOrder::Descend)
+                        .with_limit(1),
+                ),
+            )
+            .await
+            .map_err(StoreError::from_etcd)?;
+        self.timed("latest_change", begin);
+        Ok(LatestChange {
+            revision: resp.header().map(|h| h.revision()).unwrap_or(0),
+            newest_modification: resp.kvs().first().map(|kv| kv.mod_revision()).unwrap_or(0),
+            count: resp.count(),
+        })
     }
 
     /// Reads up to `limit` objects (0 = all) under `prefix`, starting at `start` (inclusive), at

@@ -234,7 +234,7 @@ async fn run(
     request: &WatchRequest,
     tx: &mpsc::Sender<Bytes>,
 ) -> Result<(), WatchEnd> {
-    if !cache.wait_for(0).await {
+    if !cache.wait_for(0, cache::CATCH_UP).await {
         return Err(WatchEnd::Store("the watch cache is not loaded yet".into()));
     }
     let t = &request.target;
