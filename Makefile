@@ -3,7 +3,7 @@ SHELL := /bin/bash
 export CARGO_TARGET_DIR ?= /var/tmp/hakube-target
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: deps build up down test lint bench
+.PHONY: deps build up down test lint bench crds
 
 deps:
 	@scripts/install-deps.sh
@@ -27,3 +27,7 @@ test: build lint
 
 bench: deps
 	scripts/bench.sh
+
+# Regenerates the committed CRDs under config/crd from the operator's API types.
+crds:
+	HAKUBE_UPDATE_CRDS=1 cargo test -p hakube-operator-api --test crds
