@@ -202,6 +202,46 @@ pub fn service_account_key_pair() -> Result<(String, String), PkiError> {
     ))
 }
 
+impl Authority {
+    /// Whether `cert_pem` can stay in service: signed by this authority, carrying every name
+    /// `request` asks for, and valid for longer than `renew_before`.
+    pub fn still_fits(
+        &self,
+        cert_pem: &str,
+        request: &LeafRequest,
+        renew_before: Duration,
+    ) -> bool {
+        let Ok(cert) = X509::from_pem(cert_pem.as_bytes()) else {
+            return false;
+        };
+        let Ok(ca_key) = self.cert.public_key() else {
+            return false;
+        };
+        if !cert.verify(&ca_key).unwrap_or(false) {
+            return false;
+        }
+        let fresh = not_after(cert_pem)
+            .ok()
+            .and_then(|end| end.duration_since(SystemTime::now()).ok())
+            .is_some_and(|left| left > renew_before);
+        let names = cert.subject_alt_names();
+        let has_dns = |want: &str| names.iter().flatten().any(|n| n.dnsname() == Some(want));
+        let has_ip = |want: &IpAddr| {
+            let octets = match want {
+                IpAddr::V4(v4) => v4.octets().to_vec(),
+                IpAddr::V6(v6) => v6.octets().to_vec(),
+            };
+            names
+                .iter()
+                .flatten()
+                .any(|n| n.ipaddress() == Some(&octets[..]))
+        };
+        fresh
+            && request.dns_names.iter().all(|d| has_dns(d))
+            && request.ip_addresses.iter().all(has_ip)
+    }
+}
+
 /// When a PEM certificate stops being valid.
 pub fn not_after(cert_pem: &str) -> Result<SystemTime, PkiError> {
     let cert = X509::from_pem(cert_pem.as_bytes())?;

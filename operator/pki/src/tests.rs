@@ -165,3 +165,26 @@ fn kubeconfigs_embed_the_ca_and_the_client_certificate() {
         ca.cert_pem().unwrap()
     );
 }
+
+#[test]
+fn certificates_fit_until_names_change_expiry_nears_or_the_ca_changes() {
+    let ca = Authority::generate("hakube-ca", 10 * DAY).unwrap();
+    let mut request = LeafRequest::new("kube-apiserver", Usage::Server, 5 * DAY);
+    request.ip_addresses = vec!["10.77.0.11".parse().unwrap()];
+    request.dns_names = vec!["kubernetes".into()];
+    let leaf = ca.issue(&request).unwrap();
+    assert!(ca.still_fits(&leaf.cert_pem, &request, DAY));
+    assert!(
+        !ca.still_fits(&leaf.cert_pem, &request, 6 * DAY),
+        "within renewBefore"
+    );
+    let mut more = request.clone();
+    more.ip_addresses.push("10.77.0.14".parse().unwrap());
+    assert!(!ca.still_fits(&leaf.cert_pem, &more, DAY), "a new name");
+    let other = Authority::generate("hakube-ca", 10 * DAY).unwrap();
+    assert!(
+        !other.still_fits(&leaf.cert_pem, &request, DAY),
+        "another CA"
+    );
+    assert!(!ca.still_fits("garbage", &request, DAY));
+}

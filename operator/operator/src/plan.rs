@@ -1,0 +1,208 @@
+//! The next step for a Cluster, from what was observed: bring-up goes etcd → quorum →
+//! control plane → load balancer → endpoint, never past a stage whose health is not there yet.
+//! Every ensure is idempotent (hostd leaves identical units alone), so taking a step again
+//! is safe. Pure: conditions and phase come out of here too.
+
+use std::collections::BTreeMap;
+
+/// One host as observed through its hostd.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ObservedHost {
+    pub reachable: bool,
+    /// Units present on the host and whether each is ready.
+    pub units: BTreeMap<String, bool>,
+}
+
+/// The world as the reconciler saw it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub hosts: BTreeMap<String, ObservedHost>,
+    /// etcd members that answered a health check, by host.
+    pub etcd_healthy: BTreeMap<String, bool>,
+    /// `/readyz` through the load balancer answered 200.
+    pub endpoint_ready: bool,
+}
+
+/// Which hosts do what, and the units each stage must have ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Roles {
+    pub etcd: Vec<String>,
+    pub control_plane: Vec<String>,
+    pub load_balancer: String,
+    /// The units every control-plane host must run (the bundle's components).
+    pub control_plane_units: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Some hosts the Cluster needs do not answer; nothing can proceed on them.
+    WaitForHosts(Vec<String>),
+    /// Ensure etcd's files and unit on every etcd host (members form the cluster together).
+    EnsureEtcd,
+    /// Ensure control-plane files and units on every control-plane host.
+    EnsureControlPlane,
+    EnsureLoadBalancer,
+    /// Nothing to change: the Cluster is up.
+    Done,
+}
+
+/// What the reconciler should do now, and how the Cluster stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// Steps to take now, in order.
+    pub steps: Vec<Step>,
+    pub etcd_quorum: Check,
+    pub control_plane_ready: Check,
+    pub load_balancer_ready: Check,
+    pub available: bool,
+}
+
+/// A condition's status with its reason and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Check {
+    pub ok: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Check {
+    fn pass(reason: &'static str, message: String) -> Check {
+        Check {
+            ok: true,
+            reason,
+            message,
+        }
+    }
+
+    fn fail(reason: &'static str, message: String) -> Check {
+        Check {
+            ok: false,
+            reason,
+            message,
+        }
+    }
+}
+
+/// The quorum of an etcd cluster of `members`.
+pub fn quorum(members: usize) -> usize {
+    members / 2 + 1
+}
+
+pub fn plan(roles: &Roles, observed: &Observed) -> Plan {
+    let mut needed: Vec<&String> = roles
+        .etcd
+        .iter()
+        .chain(&roles.control_plane)
+        .chain(std::iter::once(&roles.load_balancer))
+        .collect();
+    needed.sort();
+    needed.dedup();
+    let unreachable: Vec<String> = needed
+        .iter()
+        .filter(|h| !observed.hosts.get(**h).is_some_and(|o| o.reachable))
+        .map(|h| h.to_string())
+        .collect();
+
+    let healthy = roles
+        .etcd
+        .iter()
+        .filter(|h| observed.etcd_healthy.get(*h).copied().unwrap_or(false))
+        .count();
+    let needed_quorum = quorum(roles.etcd.len());
+    let etcd_quorum = if healthy >= needed_quorum {
+        Check::pass(
+            "QuorumHealthy",
+            format!("{healthy} of {} etcd members healthy", roles.etcd.len()),
+        )
+    } else {
+        Check::fail(
+            "QuorumLost",
+            format!(
+                "{healthy} of {} etcd members healthy, {needed_quorum} needed",
+                roles.etcd.len()
+            ),
+        )
+    };
+
+    let not_ready: Vec<String> = roles
+        .control_plane
+        .iter()
+        .flat_map(|host| {
+            roles.control_plane_units.iter().filter_map(move |unit| {
+                let ready = observed
+                    .hosts
+                    .get(host)
+                    .and_then(|o| o.units.get(unit))
+                    .copied()
+                    .unwrap_or(false);
+                (!ready).then(|| format!("{unit} on {host}"))
+            })
+        })
+        .collect();
+    let control_plane_ready = if not_ready.is_empty() {
+        Check::pass(
+            "ComponentsReady",
+            format!(
+                "every component ready on {} hosts",
+                roles.control_plane.len()
+            ),
+        )
+    } else {
+        Check::fail(
+            "ComponentsNotReady",
+            format!("not ready: {}", not_ready.join(", ")),
+        )
+    };
+
+    let haproxy_ready = observed
+        .hosts
+        .get(&roles.load_balancer)
+        .and_then(|o| o.units.get(crate::render::HAPROXY))
+        .copied()
+        .unwrap_or(false);
+    let load_balancer_ready = match (haproxy_ready, observed.endpoint_ready) {
+        (true, true) => Check::pass(
+            "EndpointReady",
+            "the API answers /readyz through the load balancer".into(),
+        ),
+        (true, false) => Check::fail(
+            "EndpointNotReady",
+            "HAProxy runs but /readyz through it does not answer 200".into(),
+        ),
+        (false, _) => Check::fail(
+            "HAProxyNotReady",
+            format!("HAProxy is not ready on {}", roles.load_balancer),
+        ),
+    };
+
+    let mut steps = Vec::new();
+    if !unreachable.is_empty() {
+        steps.push(Step::WaitForHosts(unreachable.clone()));
+    }
+    let reachable = |hosts: &[String]| hosts.iter().all(|h| !unreachable.contains(h));
+    // etcd first: its members can only form the cluster together.
+    if reachable(&roles.etcd) {
+        steps.push(Step::EnsureEtcd);
+        if etcd_quorum.ok && reachable(&roles.control_plane) {
+            steps.push(Step::EnsureControlPlane);
+            // The load balancer goes in once there is something healthy to balance.
+            if control_plane_ready.ok && !unreachable.contains(&roles.load_balancer) {
+                steps.push(Step::EnsureLoadBalancer);
+            }
+        }
+    }
+    let available = etcd_quorum.ok && control_plane_ready.ok && load_balancer_ready.ok;
+    if available && unreachable.is_empty() {
+        steps.push(Step::Done);
+    }
+    Plan {
+        steps,
+        etcd_quorum,
+        control_plane_ready,
+        load_balancer_ready,
+        available,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,359 @@
+//! What each host of a valid Cluster runs: the files (certificates, kubeconfigs, HAProxy's
+//! configuration) and the units (etcd, API server, scheduler, controller-manager, HAProxy),
+//! rendered as upstream's flags with the spec's `extraArgs` merged over them. Pure: the
+//! reconciler hands the result to hostd.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use hakube_operator_api::cluster::{AutoCompactionMode, ClusterSpec, ComponentSpec};
+use hakube_operator_api::validation::ValidCluster;
+
+use crate::pki::ClusterPki;
+
+/// A file on a host; `path` is relative to the host's hakube directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredFile {
+    pub path: String,
+    pub content: Vec<u8>,
+    pub mode: u32,
+}
+
+/// Where a unit's program comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Program {
+    /// A binary of the Cluster's version bundle.
+    Bundle(String),
+    /// A program from the host's packages (etcd, HAProxy).
+    System(String),
+}
+
+/// How hostd tells that a unit is ready.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Readiness {
+    /// An HTTP(S) GET answering 200 (TLS not verified: the probe runs on the host itself).
+    HttpGet(String),
+    Tcp(String),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredUnit {
+    pub name: String,
+    pub program: Program,
+    pub args: Vec<String>,
+    pub readiness: Readiness,
+}
+
+/// Everything one host runs for the Cluster.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostPlan {
+    pub files: Vec<DesiredFile>,
+    pub units: Vec<DesiredUnit>,
+}
+
+/// A host as rendering needs it: its address and the directory hakube's files live under.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPaths {
+    pub address: IpAddr,
+    pub root: String,
+}
+
+pub const ETCD_CLIENT_PORT: u16 = 2379;
+pub const ETCD_PEER_PORT: u16 = 2380;
+const ETCD_METRICS_PORT: u16 = 2381;
+pub const APISERVER_PORT: u16 = 6443;
+const SCHEDULER_PORT: u16 = 10259;
+const CONTROLLER_MANAGER_PORT: u16 = 10257;
+
+pub const ETCD: &str = "etcd";
+pub const APISERVER: &str = "kube-apiserver";
+pub const SCHEDULER: &str = "kube-scheduler";
+pub const CONTROLLER_MANAGER: &str = "kube-controller-manager";
+pub const HAPROXY: &str = "haproxy";
+
+/// The bundle binaries each control-plane component runs from.
+pub const APISERVER_BINARY: &str = "hakube-apiserver";
+pub const SCHEDULER_BINARY: &str = "hakube-scheduler";
+pub const CONTROLLER_MANAGER_BINARY: &str = "hakube-controller-manager";
+
+/// The etcd member on `host`, in a cluster whose members are `members` (name → address).
+pub fn etcd_member(
+    spec: &ClusterSpec,
+    cluster_token: &str,
+    host: &str,
+    paths: &HostPaths,
+    members: &BTreeMap<String, IpAddr>,
+    pki: &ClusterPki,
+) -> HostPlan {
+    let dir = |f: &str| format!("{}/{f}", paths.root);
+    let a = url_host(paths.address);
+    let initial: Vec<String> = members
+        .iter()
+        .map(|(name, ip)| format!("{name}=https://{}:{ETCD_PEER_PORT}", url_host(*ip)))
+        .collect();
+    let mut flags = vec![
+        ("name", host.to_string()),
+        ("data-dir", dir("etcd/data")),
+        (
+            "listen-client-urls",
+            format!("https://{a}:{ETCD_CLIENT_PORT},https://127.0.0.1:{ETCD_CLIENT_PORT}"),
+        ),
+        (
+            "advertise-client-urls",
+            format!("https://{a}:{ETCD_CLIENT_PORT}"),
+        ),
+        ("listen-peer-urls", format!("https://{a}:{ETCD_PEER_PORT}")),
+        (
+            "initial-advertise-peer-urls",
+            format!("https://{a}:{ETCD_PEER_PORT}"),
+        ),
+        ("initial-cluster", initial.join(",")),
+        ("initial-cluster-state", "new".into()),
+        ("initial-cluster-token", cluster_token.to_string()),
+        (
+            "listen-metrics-urls",
+            format!("http://127.0.0.1:{ETCD_METRICS_PORT}"),
+        ),
+        ("client-cert-auth", "true".into()),
+        ("trusted-ca-file", dir("pki/etcd/ca.crt")),
+        ("cert-file", dir("pki/etcd/server.crt")),
+        ("key-file", dir("pki/etcd/server.key")),
+        ("peer-client-cert-auth", "true".into()),
+        ("peer-trusted-ca-file", dir("pki/etcd/ca.crt")),
+        ("peer-cert-file", dir("pki/etcd/peer.crt")),
+        ("peer-key-file", dir("pki/etcd/peer.key")),
+        ("snapshot-count", "10000".into()),
+    ];
+    if let Some(quota) = spec.etcd.quota_backend_bytes {
+        flags.push(("quota-backend-bytes", quota.to_string()));
+    }
+    if let Some(compaction) = &spec.etcd.auto_compaction {
+        let mode = match compaction.mode {
+            AutoCompactionMode::Periodic => "periodic",
+            AutoCompactionMode::Revision => "revision",
+        };
+        flags.push(("auto-compaction-mode", mode.into()));
+        flags.push(("auto-compaction-retention", compaction.retention.clone()));
+    }
+    let member = pki.etcd_members.get(host);
+    let mut files = vec![file("pki/etcd/ca.crt", &pki.etcd_ca_cert, 0o644)];
+    if let Some(m) = member {
+        files.extend([
+            file("pki/etcd/server.crt", &m.server.cert_pem, 0o644),
+            file("pki/etcd/server.key", &m.server.key_pem, 0o600),
+            file("pki/etcd/peer.crt", &m.peer.cert_pem, 0o644),
+            file("pki/etcd/peer.key", &m.peer.key_pem, 0o600),
+        ]);
+    }
+    HostPlan {
+        files,
+        units: vec![DesiredUnit {
+            name: ETCD.into(),
+            program: Program::System("etcd".into()),
+            args: merge_flags(flags, &spec.components.etcd),
+            readiness: Readiness::HttpGet(format!("http://127.0.0.1:{ETCD_METRICS_PORT}/health")),
+        }],
+    }
+}
+
+/// The API server, scheduler and controller-manager on a control-plane host. `etcd_servers`
+/// are the client URLs it uses: its local member when stacked, every member when external.
+/// Only components the version's bundle contains are rendered.
+pub fn control_plane_host(
+    spec: &ClusterSpec,
+    valid: &ValidCluster,
+    host: &str,
+    paths: &HostPaths,
+    etcd_servers: &[String],
+    pki: &ClusterPki,
+    bundle_binaries: &[String],
+) -> HostPlan {
+    let dir = |f: &str| format!("{}/{f}", paths.root);
+    let has = |binary: &str| bundle_binaries.iter().any(|b| b == binary);
+    let mut plan = HostPlan {
+        files: vec![
+            file("pki/ca.crt", &pki.ca.cert_pem, 0o644),
+            file("pki/etcd/ca.crt", &pki.etcd_ca_cert, 0o644),
+            file(
+                "pki/apiserver-etcd-client.crt",
+                &pki.apiserver_etcd_client.cert_pem,
+                0o644,
+            ),
+            file(
+                "pki/apiserver-etcd-client.key",
+                &pki.apiserver_etcd_client.key_pem,
+                0o600,
+            ),
+            file("pki/sa.key", &pki.service_account_key, 0o600),
+            file("pki/sa.pub", &pki.service_account_public, 0o644),
+        ],
+        units: Vec::new(),
+    };
+    if let Some(serving) = pki.apiservers.get(host) {
+        plan.files
+            .push(file("pki/apiserver.crt", &serving.cert_pem, 0o644));
+        plan.files
+            .push(file("pki/apiserver.key", &serving.key_pem, 0o600));
+    }
+    if has(APISERVER_BINARY) {
+        let flags = vec![
+            ("advertise-address", paths.address.to_string()),
+            ("secure-port", APISERVER_PORT.to_string()),
+            ("etcd-servers", etcd_servers.join(",")),
+            ("etcd-cafile", dir("pki/etcd/ca.crt")),
+            ("etcd-certfile", dir("pki/apiserver-etcd-client.crt")),
+            ("etcd-keyfile", dir("pki/apiserver-etcd-client.key")),
+            ("tls-cert-file", dir("pki/apiserver.crt")),
+            ("tls-private-key-file", dir("pki/apiserver.key")),
+            ("client-ca-file", dir("pki/ca.crt")),
+            ("service-account-key-file", dir("pki/sa.pub")),
+            ("service-account-signing-key-file", dir("pki/sa.key")),
+            (
+                "service-account-issuer",
+                format!(
+                    "https://kubernetes.default.svc.{}",
+                    spec.network.cluster_domain
+                ),
+            ),
+            (
+                "service-cluster-ip-range",
+                valid.network.service_cidr.to_string(),
+            ),
+        ];
+        plan.units.push(DesiredUnit {
+            name: APISERVER.into(),
+            program: Program::Bundle(APISERVER_BINARY.into()),
+            args: merge_flags(flags, &spec.components.apiserver),
+            readiness: Readiness::HttpGet(format!("https://127.0.0.1:{APISERVER_PORT}/readyz")),
+        });
+    }
+    for (unit, binary, port, kubeconfig, leaf, extra) in [
+        (
+            SCHEDULER,
+            SCHEDULER_BINARY,
+            SCHEDULER_PORT,
+            "scheduler.conf",
+            &pki.scheduler_kubeconfig,
+            &spec.components.scheduler,
+        ),
+        (
+            CONTROLLER_MANAGER,
+            CONTROLLER_MANAGER_BINARY,
+            CONTROLLER_MANAGER_PORT,
+            "controller-manager.conf",
+            &pki.controller_manager_kubeconfig,
+            &spec.components.controller_manager,
+        ),
+    ] {
+        if !has(binary) {
+            continue;
+        }
+        plan.files.push(file(kubeconfig, leaf, 0o600));
+        let mut flags = vec![
+            ("kubeconfig", dir(kubeconfig)),
+            ("leader-elect", "true".into()),
+            ("bind-address", "127.0.0.1".into()),
+            ("secure-port", port.to_string()),
+        ];
+        if unit == CONTROLLER_MANAGER {
+            flags.push(("cluster-cidr", valid.network.pod_cidr.to_string()));
+            flags.push((
+                "service-cluster-ip-range",
+                valid.network.service_cidr.to_string(),
+            ));
+        }
+        plan.units.push(DesiredUnit {
+            name: unit.into(),
+            program: Program::Bundle(binary.into()),
+            args: merge_flags(flags, extra),
+            readiness: Readiness::HttpGet(format!("https://127.0.0.1:{port}/healthz")),
+        });
+    }
+    plan
+}
+
+/// HAProxy on the load-balancer host: TCP to every API server, each checked on `/readyz`.
+pub fn load_balancer(
+    spec: &ClusterSpec,
+    paths: &HostPaths,
+    apiservers: &BTreeMap<String, IpAddr>,
+) -> HostPlan {
+    let port = spec.load_balancer.port;
+    let mut config = format!(
+        "# Rendered by hakube-operator.\n\
+         global\n  maxconn 20000\n\n\
+         defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout check 2s\n\n\
+         frontend kube-apiserver\n  bind {}:{port}\n  default_backend kube-apiservers\n\n\
+         backend kube-apiservers\n  balance roundrobin\n  option httpchk GET /readyz\n  http-check expect status 200\n  \
+         default-server check check-ssl verify none inter 2s fall 3 rise 2\n",
+        url_host(paths.address)
+    );
+    for (name, ip) in apiservers {
+        config.push_str(&format!(
+            "  server {name} {}:{APISERVER_PORT}\n",
+            url_host(*ip)
+        ));
+    }
+    // Master-worker mode in the foreground: SIGUSR2 reloads the configuration without
+    // dropping established connections.
+    let mut args = vec![
+        "-W".to_string(),
+        "-db".to_string(),
+        "-f".to_string(),
+        format!("{}/haproxy/haproxy.cfg", paths.root),
+    ];
+    for (flag, value) in &spec.components.haproxy.extra_args {
+        args.push(format!("-{flag}"));
+        if !value.is_empty() {
+            args.push(value.clone());
+        }
+    }
+    HostPlan {
+        files: vec![DesiredFile {
+            path: "haproxy/haproxy.cfg".into(),
+            content: config.into_bytes(),
+            mode: 0o644,
+        }],
+        units: vec![DesiredUnit {
+            name: HAPROXY.into(),
+            program: Program::System("haproxy".into()),
+            args,
+            readiness: Readiness::Tcp(format!("{}:{port}", url_host(paths.address))),
+        }],
+    }
+}
+
+/// `--flag=value` arguments: the rendered flags, with `extraArgs` replacing same-named ones in
+/// place and the rest appended in name order, as kubeadm merges them.
+pub fn merge_flags(rendered: Vec<(&str, String)>, extra: &ComponentSpec) -> Vec<String> {
+    let mut args = Vec::with_capacity(rendered.len() + extra.extra_args.len());
+    for (flag, value) in &rendered {
+        let value = extra.extra_args.get(*flag).unwrap_or(value);
+        args.push(format!("--{flag}={value}"));
+    }
+    for (flag, value) in &extra.extra_args {
+        if !rendered.iter().any(|(f, _)| f == flag) {
+            args.push(format!("--{flag}={value}"));
+        }
+    }
+    args
+}
+
+/// An address as it goes in a URL's host part.
+pub fn url_host(ip: IpAddr) -> String {
+    match ip {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("[{v6}]"),
+    }
+}
+
+fn file(path: &str, content: &str, mode: u32) -> DesiredFile {
+    DesiredFile {
+        path: path.into(),
+        content: content.as_bytes().to_vec(),
+        mode,
+    }
+}
+
+#[cfg(test)]
+mod tests;
