@@ -11,11 +11,12 @@ deps:
 build: deps
 	cargo build --workspace --bins
 
+# `hakube up`: the local HA cluster (network-namespace hosts, the operator, a stacked Cluster).
 up: build
-	@scripts/up.sh
+	$(CARGO_TARGET_DIR)/debug/hakube up
 
 down:
-	@scripts/down.sh
+	$(CARGO_TARGET_DIR)/debug/hakube down
 
 lint: deps
 	cargo fmt --all -- --check

@@ -1,9 +1,124 @@
 //! hakube-operator: reconciles `Cluster` objects into running HA control planes on the hosts
 //! their spec names, through each host's hakube-hostd. The decisions are pure (`render`,
-//! `pki`, `plan`); the reconciler reads the world, asks them for the next step, takes it and
+//! `pki`, `plan`); the controller reads the world, asks them for the next step, takes it and
 //! reports status.
 #![forbid(unsafe_code)]
 
+pub mod bundles;
+pub mod controller;
+pub mod hostsvc;
+pub mod metrics;
 pub mod pki;
 pub mod plan;
 pub mod render;
+pub mod secrets;
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use hakube_hostd_api::client::ClientTls;
+
+/// The operator's flags.
+#[derive(clap::Parser, Debug, Clone)]
+#[command(name = "hakube-operator", version)]
+pub struct Options {
+    /// Kubeconfig of the management API; in-cluster or the default kubeconfig when unset.
+    #[arg(long)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The operator's namespace: the hosts CA and join tokens live here.
+    #[arg(long, default_value = "hakube-system")]
+    pub namespace: String,
+    /// Where hosts reach the join and bundle endpoint.
+    #[arg(long, default_value = "0.0.0.0:9444")]
+    pub host_endpoint_bind_address: String,
+    /// The addresses hosts use to reach the operator (in its serving certificate and in the
+    /// bundle URLs hostd is given); the first is used for URLs.
+    #[arg(long = "advertise-address", required = true)]
+    pub advertise_addresses: Vec<IpAddr>,
+    /// The directory of version bundles, `<version>.tar.gz`.
+    #[arg(long)]
+    pub bundle_dir: PathBuf,
+    /// `/metrics` and `/healthz`, plain HTTP.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub metrics_bind_address: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(String),
+    #[error(transparent)]
+    HostService(#[from] hostsvc::HostServiceError),
+    #[error("metrics endpoint {address}: {source}")]
+    Metrics {
+        address: String,
+        source: std::io::Error,
+    },
+}
+
+/// Runs the operator until SIGTERM/SIGINT.
+pub async fn run(options: Options) -> Result<(), RunError> {
+    let config = match &options.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| RunError::Kubeconfig(e.to_string()))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(|e| RunError::Kubeconfig(e.to_string()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| RunError::Kubeconfig(e.to_string()))?,
+    };
+    let client = kube::Client::try_from(config).map_err(|e| RunError::Kubeconfig(e.to_string()))?;
+    let ca = Arc::new(hostsvc::hosts_ca(&client, &options.namespace).await?);
+    let identity = hostsvc::operator_identity(&ca)?;
+    let hostd_tls = ClientTls {
+        ca_pem: ca
+            .cert_pem()
+            .map_err(hostsvc::HostServiceError::from)?
+            .into_bytes(),
+        cert_pem: identity.cert_pem.into_bytes(),
+        key_pem: identity.key_pem.into_bytes(),
+        server_name: None,
+    };
+    let metrics = metrics::Metrics::default();
+    let listener = tokio::net::TcpListener::bind(&options.metrics_bind_address)
+        .await
+        .map_err(|source| RunError::Metrics {
+            address: options.metrics_bind_address.clone(),
+            source,
+        })?;
+    tokio::spawn(metrics::serve(metrics.clone(), listener));
+
+    let service = Arc::new(hostsvc::HostService {
+        client: client.clone(),
+        namespace: options.namespace.clone(),
+        ca,
+        bundle_dir: options.bundle_dir.clone(),
+    });
+    let bind = options.host_endpoint_bind_address.clone();
+    let names = options.advertise_addresses.clone();
+    let port = bind.rsplit(':').next().unwrap_or("9444").to_string();
+    let host_endpoint = tokio::spawn(async move { hostsvc::serve(service, &bind, &names).await });
+    let artifact_url = format!(
+        "https://{}:{port}",
+        render::url_host(options.advertise_addresses[0])
+    );
+    let ctx = Arc::new(controller::Context::new(
+        client,
+        hostd_tls,
+        options.bundle_dir,
+        artifact_url,
+        metrics,
+    ));
+    tracing::info!("hakube-operator running");
+    tokio::select! {
+        _ = controller::run(ctx) => Ok(()),
+        served = host_endpoint => match served {
+            Ok(Err(e)) => Err(e.into()),
+            _ => Ok(()),
+        },
+    }
+}

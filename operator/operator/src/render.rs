@@ -281,7 +281,7 @@ pub fn load_balancer(
     let port = spec.load_balancer.port;
     let mut config = format!(
         "# Rendered by hakube-operator.\n\
-         global\n  maxconn 20000\n\n\
+         global\n  maxconn 4000\n\n\
          defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout check 2s\n\n\
          frontend kube-apiserver\n  bind {}:{port}\n  default_backend kube-apiservers\n\n\
          backend kube-apiservers\n  balance roundrobin\n  option httpchk GET /readyz\n  http-check expect status 200\n  \

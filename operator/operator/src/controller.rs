@@ -1,0 +1,1068 @@
+//! The Cluster reconciler: validate → PKI → observe hosts and etcd → plan → ensure → status.
+//! Level-triggered and idempotent; a finalizer stops the Cluster's units and removes its files
+//! from the hosts when the Cluster is deleted.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use hakube_hostd_api::client::{connect_lazy, ClientOptions, ClientTls};
+use hakube_hostd_api::v1::hostd_client::HostdClient;
+use hakube_hostd_api::v1::{self as hostd};
+use hakube_operator_api::cluster::{
+    ClusterStatus, ComponentStatus, ControlPlaneHostStatus, EtcdMemberStatus,
+};
+use hakube_operator_api::validation::{validate, InventoryHost, ValidCluster};
+use hakube_operator_api::{Cluster, Host, Topology};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde_json::json;
+use tokio::sync::Mutex;
+use tonic::transport::Channel;
+
+use crate::bundles::{self, Bundle};
+use crate::metrics::Metrics;
+use crate::pki::{self, ClusterPki, PkiInputs, SecretsData};
+use crate::plan::{self, Check, Observed, ObservedHost, Roles, Step};
+use crate::render::{self, DesiredUnit, HostPaths, HostPlan, Program, Readiness};
+
+pub const FINALIZER: &str = "hakube.io/cluster-cleanup";
+pub const FIELD_MANAGER: &str = "hakube-operator";
+/// Labels every Secret of a Cluster's PKI with the Cluster's name.
+pub const CLUSTER_LABEL: &str = "hakube.io/cluster";
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("PKI: {0}")]
+    Pki(#[from] hakube_pki::PkiError),
+    #[error("bundles: {0}")]
+    Bundles(#[from] bundles::BundleError),
+    #[error("hostd on {host}: {message}")]
+    Hostd { host: String, message: String },
+    #[error("finalizer: {0}")]
+    Finalizer(String),
+    #[error("the Cluster has no namespace")]
+    NoNamespace,
+}
+
+impl Error {
+    /// The metric label for this kind of error.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Pki(_) => "pki",
+            Error::Bundles(_) => "bundles",
+            Error::Hostd { .. } => "hostd",
+            Error::Finalizer(_) => "finalizer",
+            Error::NoNamespace => "no_namespace",
+        }
+    }
+}
+
+/// What every reconcile shares.
+pub struct Context {
+    pub client: Client,
+    pub reporter: Reporter,
+    pub hostd_tls: ClientTls,
+    pub bundle_dir: PathBuf,
+    /// The base URL hosts fetch bundles from (`https://<operator>:<port>`).
+    pub artifact_url: String,
+    pub metrics: Metrics,
+    agents: Mutex<BTreeMap<String, HostdClient<Channel>>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        hostd_tls: ClientTls,
+        bundle_dir: PathBuf,
+        artifact_url: String,
+        metrics: Metrics,
+    ) -> Context {
+        Context {
+            client,
+            reporter: Reporter {
+                controller: FIELD_MANAGER.into(),
+                instance: std::env::var("HOSTNAME").ok(),
+            },
+            hostd_tls,
+            bundle_dir,
+            artifact_url,
+            metrics,
+            agents: Mutex::default(),
+        }
+    }
+
+    async fn agent(&self, host: &str, endpoint: &str) -> Result<HostdClient<Channel>, Error> {
+        let mut agents = self.agents.lock().await;
+        if let Some(client) = agents.get(endpoint) {
+            return Ok(client.clone());
+        }
+        let options = ClientOptions {
+            connect_timeout: CALL_TIMEOUT,
+            request_timeout: Some(Duration::from_secs(120)),
+        };
+        let client =
+            connect_lazy(endpoint, &self.hostd_tls, &options).map_err(|e| Error::Hostd {
+                host: host.to_string(),
+                message: e.to_string(),
+            })?;
+        agents.insert(endpoint.to_string(), client.clone());
+        Ok(client)
+    }
+}
+
+/// Runs the Cluster controller until the process stops.
+pub async fn run(ctx: Arc<Context>) {
+    let clusters: Api<Cluster> = Api::all(ctx.client.clone());
+    let hosts: Api<Host> = Api::all(ctx.client.clone());
+    let secrets: Api<Secret> = Api::all(ctx.client.clone());
+    Controller::new(clusters, watcher::Config::default())
+        .owns(secrets, watcher::Config::default().labels(CLUSTER_LABEL))
+        // Any Host change may matter to any Cluster (inventory, addresses).
+        .watches(hosts, watcher::Config::default(), |_host| Vec::new())
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "reconcile failed");
+            }
+        })
+        .await;
+}
+
+fn error_policy(cluster: Arc<Cluster>, error: &Error, ctx: Arc<Context>) -> Action {
+    tracing::warn!(cluster = %cluster.name_any(), %error, "reconcile failed");
+    ctx.metrics.error(error.kind());
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let namespace = cluster.namespace().ok_or(Error::NoNamespace)?;
+    let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, cluster, |event| async {
+        match event {
+            Finalizer::Apply(cluster) => apply(&cluster, &ctx).await,
+            Finalizer::Cleanup(cluster) => cleanup(&cluster, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        kube::runtime::finalizer::Error::ApplyFailed(e)
+        | kube::runtime::finalizer::Error::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.metrics.reconciled(started.elapsed());
+    result
+}
+
+/// Everything resolved about a valid Cluster.
+struct Resolved {
+    valid: ValidCluster,
+    addresses: BTreeMap<String, IpAddr>,
+    endpoints: BTreeMap<String, String>,
+    bundle: Bundle,
+}
+
+async fn resolve(cluster: &Cluster, ctx: &Context) -> Result<Result<Resolved, String>, Error> {
+    let hosts: Api<Host> = Api::all(ctx.client.clone());
+    let inventory = hosts.list(&ListParams::default()).await?.items;
+    let known: Vec<InventoryHost> = inventory
+        .iter()
+        .map(|h| InventoryHost {
+            name: h.name_any(),
+            labels: h.labels().clone(),
+        })
+        .collect();
+    let mut bundles = bundles::scan(&ctx.bundle_dir)?;
+    let versions: Vec<String> = bundles.keys().cloned().collect();
+    let valid = match validate(&cluster.spec, &known, &versions) {
+        Ok(v) => v,
+        Err(invalid) => return Ok(Err(invalid.to_string())),
+    };
+    let Some(bundle) = bundles.remove(&cluster.spec.version) else {
+        return Ok(Err(format!(
+            "spec.version: no bundle for {}",
+            cluster.spec.version
+        )));
+    };
+    let mut addresses = BTreeMap::new();
+    let mut endpoints = BTreeMap::new();
+    let used: BTreeSet<&String> = valid
+        .placement
+        .control_plane
+        .iter()
+        .chain(&valid.placement.etcd)
+        .chain(std::iter::once(&valid.placement.load_balancer))
+        .collect();
+    for host in inventory.iter().filter(|h| used.contains(&h.name_any())) {
+        match host.spec.address.parse::<IpAddr>() {
+            Ok(ip) => {
+                addresses.insert(host.name_any(), ip);
+                endpoints.insert(host.name_any(), host.spec.hostd_endpoint());
+            }
+            Err(_) => {
+                return Ok(Err(format!(
+                    "Host {:?}: spec.address {:?} is not an IP address",
+                    host.name_any(),
+                    host.spec.address
+                )))
+            }
+        }
+    }
+    Ok(Ok(Resolved {
+        valid,
+        addresses,
+        endpoints,
+        bundle,
+    }))
+}
+
+/// What hostd said about one host.
+struct HostView {
+    observed: ObservedHost,
+    /// Where this Cluster's files live on the host.
+    root: Option<String>,
+    facts: Option<hostd::Facts>,
+}
+
+async fn observe_host(ctx: &Context, cluster: &Cluster, host: &str, endpoint: &str) -> HostView {
+    let unreachable = HostView {
+        observed: ObservedHost::default(),
+        root: None,
+        facts: None,
+    };
+    let Ok(mut agent) = ctx.agent(host, endpoint).await else {
+        return unreachable;
+    };
+    let facts =
+        tokio::time::timeout(CALL_TIMEOUT, agent.get_facts(hostd::GetFactsRequest {})).await;
+    let Ok(Ok(facts)) = facts else {
+        return unreachable;
+    };
+    let facts = facts.into_inner();
+    let units = match tokio::time::timeout(
+        CALL_TIMEOUT,
+        agent.list_units(hostd::ListUnitsRequest {}),
+    )
+    .await
+    {
+        Ok(Ok(list)) => list.into_inner().units,
+        _ => return unreachable,
+    };
+    let prefix = unit_prefix(cluster);
+    HostView {
+        observed: ObservedHost {
+            reachable: true,
+            units: units
+                .iter()
+                .filter_map(|u| Some((u.name.strip_prefix(&prefix)?.to_string(), u.ready)))
+                .collect(),
+        },
+        root: Some(format!(
+            "{}/clusters/{}",
+            facts.data_dir.trim_end_matches('/'),
+            cluster_key(cluster)
+        )),
+        facts: Some(facts),
+    }
+}
+
+/// `<namespace>-<name>`: unique per Cluster, used for unit names and directories on hosts.
+fn cluster_key(cluster: &Cluster) -> String {
+    format!(
+        "{}-{}",
+        cluster.namespace().unwrap_or_default(),
+        cluster.name_any()
+    )
+}
+
+/// hostd units are named `<namespace>-<name>.<component>` so clusters sharing hosts never clash.
+fn unit_prefix(cluster: &Cluster) -> String {
+    format!("{}.", cluster_key(cluster))
+}
+
+async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
+    let namespace = cluster.namespace().ok_or(Error::NoNamespace)?;
+    let mut status = cluster.status.clone().unwrap_or_default();
+    let generation = cluster.metadata.generation;
+    let resolved = match resolve(cluster, ctx).await? {
+        Ok(r) => r,
+        Err(message) => {
+            let already = condition_is(&status, "Valid", "False", &message);
+            set_condition(
+                &mut status,
+                "Valid",
+                false,
+                "InvalidSpec",
+                &message,
+                generation,
+            );
+            set_condition(
+                &mut status,
+                "Available",
+                false,
+                "InvalidSpec",
+                "the spec is invalid; nothing was changed",
+                generation,
+            );
+            set_condition(
+                &mut status,
+                "Progressing",
+                false,
+                "InvalidSpec",
+                "waiting for a valid spec",
+                generation,
+            );
+            status.phase = Some("Invalid".into());
+            status.observed_generation = generation;
+            if !already {
+                publish(ctx, cluster, EventType::Warning, "InvalidSpec", &message).await;
+            }
+            write_status(ctx, cluster, &status).await?;
+            ctx.metrics.conditions(cluster, &status);
+            return Ok(Action::await_change());
+        }
+    };
+    set_condition(
+        &mut status,
+        "Valid",
+        true,
+        "Valid",
+        "the spec is valid",
+        generation,
+    );
+    let lb_ip = resolved.addresses[&resolved.valid.placement.load_balancer];
+    let endpoint = format!(
+        "https://{}:{}",
+        render::url_host(lb_ip),
+        cluster.spec.load_balancer.port
+    );
+    status.endpoint = Some(endpoint.clone());
+
+    // The PKI.
+    let pick = |names: &[String]| -> BTreeMap<String, IpAddr> {
+        names
+            .iter()
+            .filter_map(|n| Some((n.clone(), *resolved.addresses.get(n)?)))
+            .collect()
+    };
+    let control_plane = pick(&resolved.valid.placement.control_plane);
+    let etcd = pick(&resolved.valid.placement.etcd);
+    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
+    let owned = secrets
+        .list(&ListParams::default().labels(&format!("{CLUSTER_LABEL}={}", cluster.name_any())))
+        .await?;
+    let existing: SecretsData = owned
+        .items
+        .iter()
+        .map(|s| (s.name_any(), crate::secrets::string_data(s)))
+        .collect();
+    let inputs = PkiInputs {
+        cluster: &cluster.name_any(),
+        cluster_domain: &cluster.spec.network.cluster_domain,
+        api_service_ip: resolved.valid.network.api_service_ip,
+        endpoint: &endpoint,
+        load_balancer: lb_ip,
+        control_plane: &control_plane,
+        etcd: &etcd,
+        validity: resolved.valid.certificate_validity,
+        renew_before: resolved.valid.renew_before,
+    };
+    let (pki, changed) = pki::ensure(&inputs, &existing)?;
+    for (name, data) in &changed {
+        let secret = json!({
+            "apiVersion": "v1", "kind": "Secret",
+            "metadata": {
+                "name": name, "namespace": namespace,
+                "labels": {CLUSTER_LABEL: cluster.name_any()},
+                "ownerReferences": [owner(cluster)],
+            },
+            "stringData": data,
+        });
+        secrets
+            .patch(
+                name,
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
+            .await?;
+    }
+    if !changed.is_empty() {
+        publish(
+            ctx,
+            cluster,
+            EventType::Normal,
+            "CertificatesIssued",
+            &format!("issued or renewed {} secrets", changed.len()),
+        )
+        .await;
+    }
+    set_condition(
+        &mut status,
+        "CertificatesReady",
+        true,
+        "Issued",
+        "every certificate is issued and valid",
+        generation,
+    );
+    status.certificates_expire = pki
+        .earliest_expiry
+        .map(|t| Time(k8s_openapi::jiff::Timestamp::try_from(t).unwrap_or_default()));
+    status.admin_kubeconfig_secret =
+        Some(pki::secret_name(&cluster.name_any(), "admin-kubeconfig"));
+
+    // Observe.
+    let roles = Roles {
+        etcd: resolved.valid.placement.etcd.clone(),
+        control_plane: resolved.valid.placement.control_plane.clone(),
+        load_balancer: resolved.valid.placement.load_balancer.clone(),
+        control_plane_units: control_plane_units(&resolved.bundle),
+    };
+    let mut views = BTreeMap::new();
+    for (host, hostd_endpoint) in &resolved.endpoints {
+        views.insert(
+            host.clone(),
+            observe_host(ctx, cluster, host, hostd_endpoint).await,
+        );
+    }
+    for (host, view) in &views {
+        record_host(ctx, host, view).await;
+    }
+    let members = etcd_health(&pki, &etcd).await;
+    let lb_port = u16::try_from(cluster.spec.load_balancer.port).unwrap_or(6443);
+    let endpoint_ready = endpoint_ready(&pki.admin_kubeconfig, (lb_ip, lb_port)).await;
+    let observed = Observed {
+        hosts: views
+            .iter()
+            .map(|(h, v)| (h.clone(), v.observed.clone()))
+            .collect(),
+        etcd_healthy: members
+            .iter()
+            .map(|m| (m.host.clone(), m.healthy))
+            .collect(),
+        endpoint_ready,
+    };
+    let planned = plan::plan(&roles, &observed);
+
+    // Act, unless paused.
+    if !cluster.spec.paused {
+        for step in &planned.steps {
+            match step {
+                Step::EnsureEtcd => {
+                    for host in &roles.etcd {
+                        let plan = render::etcd_member(
+                            &cluster.spec,
+                            &cluster.uid().unwrap_or_default(),
+                            host,
+                            &host_paths(&resolved, &views, host)?,
+                            &etcd,
+                            &pki,
+                        );
+                        ensure_host(ctx, cluster, &resolved, &views, host, &plan, None).await?;
+                    }
+                }
+                Step::EnsureControlPlane => {
+                    for host in &roles.control_plane {
+                        let servers =
+                            etcd_servers(&cluster.spec.topology, &etcd, &resolved.addresses[host]);
+                        let plan = render::control_plane_host(
+                            &cluster.spec,
+                            &resolved.valid,
+                            host,
+                            &host_paths(&resolved, &views, host)?,
+                            &servers,
+                            &pki,
+                            &resolved.bundle.binaries,
+                        );
+                        ensure_host(
+                            ctx,
+                            cluster,
+                            &resolved,
+                            &views,
+                            host,
+                            &plan,
+                            Some(&resolved.bundle),
+                        )
+                        .await?;
+                    }
+                }
+                Step::EnsureLoadBalancer => {
+                    let host = &roles.load_balancer;
+                    let plan = render::load_balancer(
+                        &cluster.spec,
+                        &host_paths(&resolved, &views, host)?,
+                        &control_plane,
+                    );
+                    ensure_host(ctx, cluster, &resolved, &views, host, &plan, None).await?;
+                }
+                Step::WaitForHosts(_) | Step::Done => {}
+            }
+        }
+    }
+
+    // Status.
+    let unreachable: Vec<String> = planned
+        .steps
+        .iter()
+        .find_map(|s| match s {
+            Step::WaitForHosts(h) => Some(h.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    condition_from(&mut status, "EtcdQuorum", &planned.etcd_quorum, generation);
+    condition_from(
+        &mut status,
+        "ControlPlaneReady",
+        &planned.control_plane_ready,
+        generation,
+    );
+    condition_from(
+        &mut status,
+        "LoadBalancerReady",
+        &planned.load_balancer_ready,
+        generation,
+    );
+    let was_available = status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == "Available" && c.status == "True");
+    if planned.available {
+        set_condition(
+            &mut status,
+            "Available",
+            true,
+            "ClusterAvailable",
+            &format!("the API answers at {endpoint}"),
+            generation,
+        );
+        set_condition(
+            &mut status,
+            "Progressing",
+            false,
+            "Stable",
+            "every component is up",
+            generation,
+        );
+    } else {
+        let waiting = [
+            &planned.etcd_quorum,
+            &planned.control_plane_ready,
+            &planned.load_balancer_ready,
+        ]
+        .into_iter()
+        .find(|c| !c.ok)
+        .map(|c| c.message.clone())
+        .unwrap_or_default();
+        set_condition(
+            &mut status,
+            "Available",
+            false,
+            "NotAvailable",
+            &waiting,
+            generation,
+        );
+        set_condition(
+            &mut status,
+            "Progressing",
+            !cluster.spec.paused,
+            if cluster.spec.paused {
+                "Paused"
+            } else {
+                "BringingUp"
+            },
+            &waiting,
+            generation,
+        );
+    }
+    let unhealthy_members = members.iter().filter(|m| !m.healthy).count();
+    if !unreachable.is_empty()
+        || (was_available && !planned.available)
+        || (planned.available && unhealthy_members > 0)
+    {
+        let message = if unreachable.is_empty() {
+            format!("{unhealthy_members} etcd member(s) unhealthy")
+        } else {
+            format!("hosts not reachable: {}", unreachable.join(", "))
+        };
+        set_condition(
+            &mut status,
+            "Degraded",
+            true,
+            "ComponentsUnhealthy",
+            &message,
+            generation,
+        );
+    } else {
+        set_condition(
+            &mut status,
+            "Degraded",
+            false,
+            "AsExpected",
+            "nothing is degraded",
+            generation,
+        );
+    }
+    if planned.available && !was_available {
+        publish(
+            ctx,
+            cluster,
+            EventType::Normal,
+            "Available",
+            &format!("the cluster answers at {endpoint}"),
+        )
+        .await;
+    }
+    status.phase = Some(
+        if planned.available {
+            if unhealthy_members > 0 || !unreachable.is_empty() {
+                "Degraded"
+            } else {
+                "Running"
+            }
+        } else if was_available {
+            "Degraded"
+        } else {
+            "Provisioning"
+        }
+        .into(),
+    );
+    status.etcd_members = members;
+    status.control_plane = roles
+        .control_plane
+        .iter()
+        .map(|host| ControlPlaneHostStatus {
+            host: host.clone(),
+            components: roles
+                .control_plane_units
+                .iter()
+                .map(|unit| ComponentStatus {
+                    name: unit.clone(),
+                    version: Some(cluster.spec.version.clone()),
+                    ready: observed
+                        .hosts
+                        .get(host)
+                        .and_then(|o| o.units.get(unit))
+                        .copied()
+                        .unwrap_or(false),
+                })
+                .collect(),
+        })
+        .collect();
+    status.observed_generation = generation;
+    write_status(ctx, cluster, &status).await?;
+    ctx.metrics.conditions(cluster, &status);
+    Ok(Action::requeue(if planned.available {
+        Duration::from_secs(15)
+    } else {
+        Duration::from_secs(2)
+    }))
+}
+
+fn control_plane_units(bundle: &Bundle) -> Vec<String> {
+    let mut units = Vec::new();
+    for (binary, unit) in [
+        (render::APISERVER_BINARY, render::APISERVER),
+        (render::SCHEDULER_BINARY, render::SCHEDULER),
+        (
+            render::CONTROLLER_MANAGER_BINARY,
+            render::CONTROLLER_MANAGER,
+        ),
+    ] {
+        if bundle.binaries.iter().any(|b| b == binary) {
+            units.push(unit.to_string());
+        }
+    }
+    units
+}
+
+fn etcd_servers(topology: &Topology, etcd: &BTreeMap<String, IpAddr>, own: &IpAddr) -> Vec<String> {
+    match topology {
+        // kubeadm's stacked layout: each API server talks to its own member.
+        Topology::Stacked => vec![format!(
+            "https://{}:{}",
+            render::url_host(*own),
+            render::ETCD_CLIENT_PORT
+        )],
+        Topology::External => etcd
+            .values()
+            .map(|ip| {
+                format!(
+                    "https://{}:{}",
+                    render::url_host(*ip),
+                    render::ETCD_CLIENT_PORT
+                )
+            })
+            .collect(),
+    }
+}
+
+fn host_paths(
+    resolved: &Resolved,
+    views: &BTreeMap<String, HostView>,
+    host: &str,
+) -> Result<HostPaths, Error> {
+    let root = views
+        .get(host)
+        .and_then(|v| v.root.clone())
+        .ok_or_else(|| Error::Hostd {
+            host: host.to_string(),
+            message: "not reachable".into(),
+        })?;
+    Ok(HostPaths {
+        address: resolved.addresses[host],
+        root,
+    })
+}
+
+async fn ensure_host(
+    ctx: &Context,
+    cluster: &Cluster,
+    resolved: &Resolved,
+    views: &BTreeMap<String, HostView>,
+    host: &str,
+    plan: &HostPlan,
+    bundle: Option<&Bundle>,
+) -> Result<(), Error> {
+    let paths = host_paths(resolved, views, host)?;
+    let hostd_error = |e: tonic::Status| Error::Hostd {
+        host: host.to_string(),
+        message: e.message().to_string(),
+    };
+    let mut agent = ctx.agent(host, &resolved.endpoints[host]).await?;
+    if let Some(bundle) = bundle {
+        agent
+            .fetch_bundle(hostd::FetchBundleRequest {
+                version: bundle.version.clone(),
+                url: format!("{}/bundles/{}.tar.gz", ctx.artifact_url, bundle.version),
+                sha256: bundle.sha256.clone(),
+            })
+            .await
+            .map_err(hostd_error)?;
+    }
+    for file in &plan.files {
+        agent
+            .write_file(hostd::WriteFileRequest {
+                path: format!("{}/{}", paths.root, file.path),
+                content: file.content.clone(),
+                mode: file.mode,
+            })
+            .await
+            .map_err(hostd_error)?;
+    }
+    for unit in &plan.units {
+        let response = agent
+            .ensure_unit(hostd::EnsureUnitRequest {
+                spec: Some(unit_spec(cluster, unit, &paths.root, bundle)),
+            })
+            .await
+            .map_err(hostd_error)?
+            .into_inner();
+        let action = hostd::EnsureAction::try_from(response.action)
+            .unwrap_or(hostd::EnsureAction::Unspecified);
+        if matches!(
+            action,
+            hostd::EnsureAction::Created | hostd::EnsureAction::Restarted
+        ) {
+            let verb = if action == hostd::EnsureAction::Created {
+                "Started"
+            } else {
+                "Restarted"
+            };
+            publish(
+                ctx,
+                cluster,
+                EventType::Normal,
+                verb,
+                &format!("{verb} {} on {host}", unit.name),
+            )
+            .await;
+        }
+    }
+    Ok(())
+}
+
+fn unit_spec(
+    cluster: &Cluster,
+    unit: &DesiredUnit,
+    root: &str,
+    bundle: Option<&Bundle>,
+) -> hostd::UnitSpec {
+    let (command, bundle_version) = match &unit.program {
+        Program::Bundle(binary) => (
+            binary.clone(),
+            bundle.map(|b| b.version.clone()).unwrap_or_default(),
+        ),
+        Program::System(program) => (program.clone(), String::new()),
+    };
+    let check = match &unit.readiness {
+        Readiness::HttpGet(url) => hostd::readiness_probe::Check::HttpGet(hostd::HttpGetProbe {
+            url: url.clone(),
+            insecure_skip_verify: true,
+            ..Default::default()
+        }),
+        Readiness::Tcp(address) => {
+            hostd::readiness_probe::Check::TcpConnect(hostd::TcpConnectProbe {
+                address: address.clone(),
+            })
+        }
+    };
+    hostd::UnitSpec {
+        name: format!("{}{}", unit_prefix(cluster), unit.name),
+        command,
+        args: unit.args.clone(),
+        working_dir: root.to_string(),
+        restart_policy: hostd::RestartPolicy::Always as i32,
+        readiness_probe: Some(hostd::ReadinessProbe {
+            check: Some(check),
+            period_seconds: 1,
+            ..Default::default()
+        }),
+        log_file: format!("{root}/logs/{}.log", unit.name),
+        bundle_version,
+        ..Default::default()
+    }
+}
+
+/// Each etcd member's health, asked over TLS with the health-check client certificate.
+async fn etcd_health(
+    pki: &ClusterPki,
+    members: &BTreeMap<String, IpAddr>,
+) -> Vec<EtcdMemberStatus> {
+    let mut out = Vec::new();
+    for (host, ip) in members {
+        let url = format!(
+            "https://{}:{}",
+            render::url_host(*ip),
+            render::ETCD_CLIENT_PORT
+        );
+        let tls = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(pki.etcd_ca_cert.clone()))
+            .identity(etcd_client::Identity::from_pem(
+                pki.etcd_healthcheck_client.cert_pem.clone(),
+                pki.etcd_healthcheck_client.key_pem.clone(),
+            ));
+        let options = etcd_client::ConnectOptions::new()
+            .with_tls(tls)
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(2));
+        let status = async {
+            let mut client = etcd_client::Client::connect([url.as_str()], Some(options))
+                .await
+                .ok()?;
+            client.status().await.ok()
+        };
+        let status = tokio::time::timeout(Duration::from_secs(3), status)
+            .await
+            .ok()
+            .flatten();
+        let member_id = status
+            .as_ref()
+            .and_then(|s| s.header())
+            .map(|h| h.member_id());
+        out.push(EtcdMemberStatus {
+            name: host.clone(),
+            host: host.clone(),
+            id: member_id.map(|id| format!("{id:x}")),
+            healthy: status.is_some(),
+            leader: status
+                .as_ref()
+                .is_some_and(|s| Some(s.leader()) == member_id),
+        });
+    }
+    out
+}
+
+/// `/readyz` through the load balancer, with the admin kubeconfig.
+async fn endpoint_ready(admin_kubeconfig: &str, address: (IpAddr, u16)) -> bool {
+    // Nothing listening yet is the common case during bring-up: no client for that.
+    let listening = tokio::time::timeout(
+        Duration::from_secs(1),
+        tokio::net::TcpStream::connect(address),
+    )
+    .await;
+    if !matches!(listening, Ok(Ok(_))) {
+        return false;
+    }
+    let ready = async {
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(admin_kubeconfig).ok()?;
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .ok()?;
+        let client = Client::try_from(config).ok()?;
+        let request = http::Request::get("/readyz").body(Vec::new()).ok()?;
+        client.request_text(request).await.ok()
+    };
+    matches!(tokio::time::timeout(Duration::from_secs(3), ready).await, Ok(Some(body)) if body.trim() == "ok")
+}
+
+/// Host status from what its hostd reported.
+async fn record_host(ctx: &Context, host: &str, view: &HostView) {
+    let hosts: Api<Host> = Api::all(ctx.client.clone());
+    let mut status = json!({"reachable": view.observed.reachable});
+    if let Some(facts) = &view.facts {
+        status["lastHeartbeat"] = json!(Time(k8s_openapi::jiff::Timestamp::now()));
+        status["agentVersion"] = json!(facts.agent_version);
+        status["capacity"] = json!({
+            "cpu": facts.cpu_count.to_string(),
+            "memory": facts.memory_bytes.to_string(),
+            "disk": facts.disk_bytes.to_string(),
+        });
+    }
+    let patch = json!({"apiVersion": "hakube.io/v1alpha1", "kind": "Host", "status": status});
+    if let Err(e) = hosts
+        .patch_status(
+            host,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&patch),
+        )
+        .await
+    {
+        tracing::debug!(%host, error = %e, "recording host status");
+    }
+}
+
+async fn cleanup(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
+    let Ok(resolved) = resolve(cluster, ctx).await? else {
+        // An invalid Cluster never started anything.
+        return Ok(Action::await_change());
+    };
+    for (host, endpoint) in &resolved.endpoints {
+        let view = observe_host(ctx, cluster, host, endpoint).await;
+        let Some(root) = view.root else {
+            tracing::warn!(%host, "host unreachable while deleting its cluster; its units stay");
+            continue;
+        };
+        let mut agent = ctx.agent(host, endpoint).await?;
+        let hostd_error = |e: tonic::Status| Error::Hostd {
+            host: host.clone(),
+            message: e.message().to_string(),
+        };
+        for unit in view.observed.units.keys() {
+            agent
+                .remove_unit(hostd::RemoveUnitRequest {
+                    name: format!("{}{unit}", unit_prefix(cluster)),
+                })
+                .await
+                .map_err(hostd_error)?;
+        }
+        agent
+            .remove_path(hostd::RemovePathRequest { path: root })
+            .await
+            .map_err(hostd_error)?;
+    }
+    publish(
+        ctx,
+        cluster,
+        EventType::Normal,
+        "Deleted",
+        "stopped every unit and removed the cluster's files",
+    )
+    .await;
+    Ok(Action::await_change())
+}
+
+fn owner(cluster: &Cluster) -> OwnerReference {
+    OwnerReference {
+        api_version: Cluster::api_version(&()).into_owned(),
+        kind: Cluster::kind(&()).into_owned(),
+        name: cluster.name_any(),
+        uid: cluster.uid().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+async fn write_status(
+    ctx: &Context,
+    cluster: &Cluster,
+    status: &ClusterStatus,
+) -> Result<(), Error> {
+    let api: Api<Cluster> =
+        Api::namespaced(ctx.client.clone(), &cluster.namespace().unwrap_or_default());
+    let patch = json!({"apiVersion": "hakube.io/v1alpha1", "kind": "Cluster", "status": status});
+    api.patch_status(
+        &cluster.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await?;
+    Ok(())
+}
+
+async fn publish(ctx: &Context, cluster: &Cluster, type_: EventType, reason: &str, note: &str) {
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let event = Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note.into()),
+        action: "Reconcile".into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &cluster.object_ref(&())).await {
+        tracing::debug!(error = %e, "publishing an event");
+    }
+}
+
+fn condition_is(status: &ClusterStatus, type_: &str, value: &str, message: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == value && c.message == message)
+}
+
+fn condition_from(status: &mut ClusterStatus, type_: &str, check: &Check, generation: Option<i64>) {
+    set_condition(
+        status,
+        type_,
+        check.ok,
+        check.reason,
+        &check.message,
+        generation,
+    );
+}
+
+/// Sets a condition, keeping its `lastTransitionTime` unless its status changes.
+pub fn set_condition(
+    status: &mut ClusterStatus,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    let value = if ok { "True" } else { "False" };
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    match status.conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != value {
+                c.last_transition_time = now;
+            }
+            c.status = value.into();
+            c.reason = reason.into();
+            c.message = message.into();
+            c.observed_generation = generation;
+        }
+        None => status.conditions.push(Condition {
+            type_: type_.into(),
+            status: value.into(),
+            reason: reason.into(),
+            message: message.into(),
+            last_transition_time: now,
+            observed_generation: generation,
+        }),
+    }
+}

@@ -1,0 +1,254 @@
+//! `hakube up` end to end: network-namespace hosts, hostd joining the operator with one-time
+//! tokens, the operator bringing a stacked and an external-etcd Cluster to `Available`, kubectl
+//! through HAProxy, an invalid Cluster refused without a unit started, and `hakube down`
+//! leaving nothing behind. The suite takes the machine's `hakube0` bridge and `hakube-*`
+//! namespaces, so its tests run one at a time (see .config/nextest.toml).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use hakube_e2e::{bin_dir, eventually, repo_root};
+
+struct Local {
+    state: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Local {
+    fn new() -> Local {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        Local {
+            state: dir.path().join("state"),
+            _dir: dir,
+        }
+    }
+
+    fn hakube(&self, args: &[&str]) -> Output {
+        Command::new(bin_dir().join("hakube"))
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(args)
+            .output()
+            .expect("hakube runs")
+    }
+
+    fn kubectl(&self, kubeconfig: &Path, args: &[&str]) -> Output {
+        Command::new("kubectl")
+            .env("KUBECONFIG", kubeconfig)
+            .args(args)
+            .output()
+            .expect("kubectl runs")
+    }
+
+    fn ok(&self, kubeconfig: &Path, args: &[&str]) -> String {
+        let out = self.kubectl(kubeconfig, args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn up(&self, topology: &str) -> String {
+        let out = self.hakube(&["up", "--topology", topology, "--timeout-seconds", "150"]);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "hakube up failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    fn down_leaves_nothing(&self) {
+        let out = self.hakube(&["down"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let namespaces = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        let namespaces = String::from_utf8_lossy(&namespaces.stdout);
+        assert!(
+            !namespaces.contains("hakube-"),
+            "namespaces left: {namespaces}"
+        );
+        let bridge = Command::new("ip")
+            .args(["link", "show", "hakube0"])
+            .output()
+            .unwrap();
+        assert!(!bridge.status.success(), "the bridge is left");
+        assert!(!self.state.exists(), "the state directory is left");
+        let processes = Command::new("pgrep")
+            .args(["-f", &self.state.display().to_string()])
+            .output()
+            .unwrap();
+        assert!(
+            processes.stdout.is_empty(),
+            "processes left: {}",
+            String::from_utf8_lossy(&processes.stdout)
+        );
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = self.hakube(&["down"]);
+    }
+}
+
+#[test]
+fn stacked_cluster_comes_up_serves_kubectl_through_haproxy_and_goes_down_cleanly() {
+    let local = Local::new();
+    let progress = local.up("stacked");
+    assert!(
+        progress.contains("Available at https://10.77.0.10:6443"),
+        "{progress}"
+    );
+
+    let kubeconfig = local.state.join("kubeconfig");
+    assert_eq!(
+        local.ok(&kubeconfig, &["get", "--raw", "/readyz"]).trim(),
+        "ok"
+    );
+    // Every API server registers itself behind the one endpoint.
+    let addresses = local.ok(
+        &kubeconfig,
+        &[
+            "get",
+            "endpoints",
+            "kubernetes",
+            "-o",
+            "jsonpath={.subsets[0].addresses[*].ip}",
+        ],
+    );
+    let mut addresses: Vec<&str> = addresses.split_whitespace().collect();
+    addresses.sort();
+    assert_eq!(addresses, ["10.77.0.11", "10.77.0.12", "10.77.0.13"]);
+    local.ok(
+        &kubeconfig,
+        &[
+            "create",
+            "configmap",
+            "through-haproxy",
+            "--from-literal=a=b",
+        ],
+    );
+    assert!(local
+        .ok(&kubeconfig, &["get", "configmap", "through-haproxy"])
+        .contains("through-haproxy"));
+
+    let status = local.hakube(&["status"]);
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains("Running") && status.contains("QuorumHealthy"),
+        "{status}"
+    );
+    assert_eq!(
+        status.matches(" true ").count(),
+        3,
+        "three healthy members: {status}"
+    );
+
+    // An invalid Cluster is reported and touches nothing.
+    let management = local.state.join("management.kubeconfig");
+    local.ok(
+        &management,
+        &[
+            "apply",
+            "-f",
+            &repo_root()
+                .join("config/samples/cluster-invalid.yaml")
+                .display()
+                .to_string(),
+        ],
+    );
+    eventually(
+        "the invalid Cluster's Valid=False",
+        Duration::from_secs(30),
+        || {
+            let out = local.kubectl(
+                &management,
+                &[
+                    "get",
+                    "cluster",
+                    "invalid",
+                    "-o",
+                    "jsonpath={.status.conditions[?(@.type==\"Valid\")].status}",
+                ],
+            );
+            String::from_utf8_lossy(&out.stdout) == "False"
+        },
+    );
+    let message = local.ok(
+        &management,
+        &[
+            "get",
+            "cluster",
+            "invalid",
+            "-o",
+            "jsonpath={.status.conditions[?(@.type==\"Valid\")].message}",
+        ],
+    );
+    assert!(
+        message.contains("spec.controlPlane.replicas") && message.contains("overlaps"),
+        "{message}"
+    );
+    let events = local.ok(
+        &management,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=InvalidSpec",
+            "-o",
+            "name",
+        ],
+    );
+    assert!(!events.trim().is_empty(), "no InvalidSpec event");
+    for host in ["lb", "cp-1", "cp-2", "cp-3"] {
+        let dir = local
+            .state
+            .join(format!("hosts/{host}/clusters/default-invalid"));
+        assert!(!dir.exists(), "{} exists", dir.display());
+    }
+
+    local.down_leaves_nothing();
+}
+
+#[test]
+fn external_etcd_cluster_comes_up_on_its_own_etcd_hosts() {
+    let local = Local::new();
+    local.up("external");
+    let kubeconfig = local.state.join("kubeconfig");
+    assert_eq!(
+        local.ok(&kubeconfig, &["get", "--raw", "/readyz"]).trim(),
+        "ok"
+    );
+    let management = local.state.join("management.kubeconfig");
+    let members = local.ok(
+        &management,
+        &[
+            "get",
+            "cluster",
+            "external",
+            "-o",
+            "jsonpath={.status.etcdMembers[*].host}",
+        ],
+    );
+    assert_eq!(members.trim(), "etcd-1 etcd-2 etcd-3");
+    // etcd runs on the etcd hosts only; the control-plane hosts run no member.
+    for host in ["etcd-1", "etcd-2", "etcd-3"] {
+        assert!(local
+            .state
+            .join(format!("hosts/{host}/clusters/default-external/etcd/data"))
+            .exists());
+    }
+    assert!(!local
+        .state
+        .join("hosts/cp-1/clusters/default-external/etcd")
+        .exists());
+    local.down_leaves_nothing();
+}
