@@ -4,6 +4,7 @@
 //! leaving nothing behind. The suite takes the machine's `hakube0` bridge and `hakube-*`
 //! namespaces, so its tests run one at a time (see .config/nextest.toml).
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -250,5 +251,79 @@ fn external_etcd_cluster_comes_up_on_its_own_etcd_hosts() {
         .state
         .join("hosts/cp-1/clusters/default-external/etcd")
         .exists());
+    local.down_leaves_nothing();
+}
+
+/// The operator is killed while it brings a Cluster up and started again with the same flags:
+/// level-triggered reconciling picks up where the first one stopped.
+#[test]
+fn a_restarted_operator_finishes_the_bring_up_it_was_killed_in() {
+    let local = Local::new();
+    let up = {
+        let binary = bin_dir().join("hakube");
+        let state = local.state.clone();
+        std::thread::spawn(move || {
+            Command::new(binary)
+                .arg("--state-dir")
+                .arg(&state)
+                .args(["up", "--timeout-seconds", "180"])
+                .output()
+                .expect("hakube runs")
+        })
+    };
+    let management = local.state.join("management.kubeconfig");
+    eventually("etcd quorum, mid bring-up", Duration::from_secs(90), || {
+        let out = local.kubectl(
+            &management,
+            &[
+                "get",
+                "cluster",
+                "stacked",
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"EtcdQuorum\")].status}",
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout) == "True"
+    });
+    let pid = std::fs::read_to_string(local.state.join("pids/operator.pid")).unwrap();
+    let pid = pid.trim();
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    let args: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    assert!(Command::new("kill")
+        .args(["-KILL", pid])
+        .status()
+        .unwrap()
+        .success());
+    let log = std::fs::File::create(local.state.join("logs/operator-restarted.log")).unwrap();
+    let restarted = Command::new(&args[0])
+        .args(&args[1..])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    // `hakube down` stops it with everything else.
+    std::fs::write(
+        local.state.join("pids/operator.pid"),
+        restarted.id().to_string(),
+    )
+    .unwrap();
+
+    let out = up.join().unwrap();
+    assert!(
+        out.status.success(),
+        "hakube up failed after the operator restart:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kubeconfig = local.state.join("kubeconfig");
+    assert_eq!(
+        local.ok(&kubeconfig, &["get", "--raw", "/readyz"]).trim(),
+        "ok"
+    );
     local.down_leaves_nothing();
 }
