@@ -299,7 +299,7 @@ fn a_restarted_operator_finishes_the_bring_up_it_was_killed_in() {
         .unwrap()
         .success());
     let log = std::fs::File::create(local.state.join("logs/operator-restarted.log")).unwrap();
-    let restarted = Command::new(&args[0])
+    let mut restarted = Command::new(&args[0])
         .args(&args[1..])
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -326,4 +326,6 @@ fn a_restarted_operator_finishes_the_bring_up_it_was_killed_in() {
         "ok"
     );
     local.down_leaves_nothing();
+    // `down` stopped it; reap it.
+    let _ = restarted.wait();
 }
