@@ -28,6 +28,7 @@ test: build lint
 
 bench: deps
 	scripts/bench.sh
+	scripts/bench-bringup.sh
 
 # Regenerates the committed CRDs under config/crd from the operator's API types.
 crds:

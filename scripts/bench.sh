@@ -6,6 +6,9 @@
 # - the watch cache: 10,000 ~2 KiB Pods; lists from the cache beside serializing the same
 #   objects in process, write-to-receipt latency and lost events with 1,000 watchers (and 1),
 #   and the API server's resident memory while the watchers are open.
+# - the scheduler: 5,000 Ready nodes and 10,000 pending pods; pods bound per second by
+#   hakube-scheduler beside the same Bindings posted straight to the API server at the same
+#   concurrency, and the algorithm's cost per pod in process.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 target=${CARGO_TARGET_DIR:-/var/tmp/hakube-target}
@@ -15,8 +18,11 @@ pods=${BENCH_PODS:-10000}
 lists=${BENCH_LISTS:-30}
 watchers=${BENCH_WATCHERS:-1000}
 watch_seconds=${BENCH_WATCH_SECONDS:-30}
+sched_nodes=${BENCH_SCHED_NODES:-5000}
+sched_pods=${BENCH_SCHED_PODS:-10000}
+sched_concurrency=${BENCH_SCHED_CONCURRENCY:-16}
 
-cargo build --release -q -p hakube-apiserver -p hakube-loadgen
+cargo build --release -q -p hakube-apiserver -p hakube-scheduler -p hakube-loadgen
 work=$(mktemp -d /var/tmp/hakube-bench.XXXXXX)
 pids=()
 cleanup() {
@@ -71,4 +77,11 @@ start cache
 echo "watch-cache benchmarks: ${pods} Pods of 2 KiB, ${watchers} watchers ($(nproc) cores)"
 loadgen cache --mode watch-cache --apiserver-pid "$api_pid" --concurrency "$concurrency" \
   --pods "$pods" --lists "$lists" --watchers "$watchers" --watch-seconds "$watch_seconds"
+stop
+
+start sched
+echo "scheduler benchmark: ${sched_nodes} Ready nodes, ${sched_pods} pending pods, ${sched_concurrency} concurrent bindings ($(nproc) cores)"
+loadgen sched --mode scheduler --nodes "$sched_nodes" --pods "$sched_pods" \
+  --concurrency "$sched_concurrency" --scheduler-bin "$target/release/hakube-scheduler" \
+  --kubeconfig "$work/sched-pki/admin.kubeconfig" --work-dir "$work"
 stop

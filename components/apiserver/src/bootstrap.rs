@@ -76,7 +76,7 @@ async fn create_if_absent(state: &State, t: &Target, object: Value) -> Result<()
     }
 }
 
-/// Creates the system namespaces and the `kubernetes` Service.
+/// Creates the system namespaces, the `kubernetes` Service and the system PriorityClasses.
 pub async fn ensure_defaults(state: &State, secure_port: u16) -> Result<(), ApiError> {
     for ns in SYSTEM_NAMESPACES {
         let t = target("", "namespaces", None, None)?;
@@ -99,7 +99,22 @@ pub async fn ensure_defaults(state: &State, secure_port: u16) -> Result<(), ApiE
         &target("", "services", Some("default"), None)?,
         service,
     )
-    .await
+    .await?;
+    for (name, value, description) in crate::priority::SYSTEM_CLASSES {
+        let class = json!({
+            "metadata": {"name": name},
+            "value": value,
+            "description": description,
+            "preemptionPolicy": "PreemptLowerPriority",
+        });
+        create_if_absent(
+            state,
+            &target("scheduling.k8s.io", "priorityclasses", None, None)?,
+            class,
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Keeps this server in the `kubernetes` endpoints while it runs.

@@ -22,6 +22,7 @@ pub mod namespaces;
 pub mod objects;
 pub mod openapi;
 pub mod options;
+pub mod priority;
 pub mod registry;
 pub mod response;
 pub mod rest;

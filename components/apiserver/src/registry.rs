@@ -5,7 +5,7 @@ use hakube_apimachinery::validation::NameRule;
 use k8s_openapi::api::{
     apps::v1 as apps, authentication::v1 as authn, batch::v1 as batch,
     coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery,
-    events::v1 as events, policy::v1 as policy, rbac::v1 as rbac,
+    events::v1 as events, policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration;
@@ -245,6 +245,9 @@ pub static RESOURCES: &[ResourceDef] = &[
     def!("rbac.authorization.k8s.io", "v1", "rolebindings", "rolebinding", "RoleBinding",
         rbac::RoleBinding, namespaced: true, short: NONE_STR, cat: NONE_STR, sub: NONE,
         names: PathSegment),
+    def!("scheduling.k8s.io", "v1", "priorityclasses", "priorityclass", "PriorityClass",
+        scheduling::PriorityClass, namespaced: false, short: &["pc"], cat: NONE_STR, sub: NONE,
+        names: Subdomain),
     def!("apiextensions.k8s.io", "v1", "customresourcedefinitions", "customresourcedefinition",
         "CustomResourceDefinition", apiextensions::CustomResourceDefinition, namespaced: false,
         short: &["crd", "crds"], cat: &["api-extensions"], sub: STATUS, names: Subdomain),

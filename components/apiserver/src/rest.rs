@@ -691,7 +691,14 @@ async fn create_object(
     } else if body_ns.is_some() {
         meta_mut(&mut object).remove("namespace");
     }
+    let is_pod = t.def.kind == "Pod" && t.def.custom.is_none();
+    let given_priority = is_pod
+        .then(|| objects::at(&object, "spec.priority").and_then(Value::as_i64))
+        .flatten();
     prepare_create(t, &mut object)?;
+    if is_pod {
+        crate::priority::admit_pod(state, &mut object, given_priority).await?;
+    }
     if t.def.kind == "CustomResourceDefinition" && t.def.custom.is_none() {
         crate::crd::prepare(&mut object);
     }

@@ -24,6 +24,8 @@ const BRIDGE: &str = "hakube0";
 const BRIDGE_ADDRESS: &str = "10.77.0.1";
 const PREFIX_LEN: u8 = 24;
 const NETNS_PREFIX: &str = "hakube-";
+/// The machine's end of each host's veth pair.
+const VETH_PREFIX: &str = "hk-";
 const OPERATOR_NAMESPACE: &str = "hakube-system";
 const HOSTD_PORT: u16 = 9443;
 const OPERATOR_HOST_PORT: u16 = 9444;
@@ -83,7 +85,7 @@ fn network(hosts: &[Host]) -> Result<(), Error> {
     for host in hosts {
         let name = host.name_any();
         let netns = format!("{NETNS_PREFIX}{name}");
-        let veth = format!("hk-{name}");
+        let veth = format!("{VETH_PREFIX}{name}");
         run_ip(&["netns", "add", &netns])?;
         run_ip(&[
             "link", "add", &veth, "type", "veth", "peer", "name", "eth0", "netns", &netns,
@@ -131,7 +133,7 @@ fn build_bundle(bin: &Path, out: &Path) -> Result<(), Error> {
 }
 
 fn say(started: Instant, message: &str) {
-    println!("[{:>4}s] {message}", started.elapsed().as_secs());
+    println!("[{:>6.2}s] {message}", started.elapsed().as_secs_f64());
 }
 
 pub async fn up(
@@ -445,8 +447,18 @@ pub fn down(state_dir: &Path) -> Result<(), Error> {
         }
         run_ip(&["netns", "delete", name])?;
     }
-    if run_ip(&["link", "show", BRIDGE]).is_ok() {
-        run_ip(&["link", "delete", BRIDGE])?;
+    // A namespace outlives `netns delete` until its last process has exited, and with it the
+    // host's veth: delete the machine's ends now so the next `up` can make them again.
+    let links = run_ip(&["-o", "link", "show"]).unwrap_or_default();
+    for line in links.lines() {
+        let Some(name) = line.split(": ").nth(1) else {
+            continue;
+        };
+        let name = name.split('@').next().unwrap_or(name);
+        // It may vanish on its own meanwhile, as its namespace goes.
+        if name.starts_with(VETH_PREFIX) || name == BRIDGE {
+            let _ = run_ip(&["link", "delete", name]);
+        }
     }
     if state_dir.exists() {
         fs::remove_dir_all(state_dir).map_err(io(format!("removing {}", state_dir.display())))?;

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod pod;
+pub mod scheduler;
 pub mod watchcache;
 
 use std::path::Path;

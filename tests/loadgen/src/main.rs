@@ -3,6 +3,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
+use hakube_loadgen::scheduler;
 use hakube_loadgen::watchcache::{self, FanOut, FanOutPlan};
 use hakube_loadgen::{
     percentile, run_apiserver, run_etcd, ApiTarget, EtcdWrite, LoadError, Outcome,
@@ -15,6 +16,8 @@ enum Mode {
     /// Lists from the watch cache against serialization in process, watch fan-out latency
     /// and losses, and the API server's memory with the Pods and watchers.
     WatchCache,
+    /// hakube-scheduler's throughput beside direct Bindings, and its algorithm's cost a pod.
+    Scheduler,
 }
 
 /// Benchmarks hakube-apiserver: writes (the default) or its watch cache.
@@ -68,6 +71,17 @@ struct Args {
     /// Watch-cache: the API server's pid, whose resident memory is read from /proc.
     #[arg(long)]
     apiserver_pid: Option<u32>,
+    /// Scheduler: Ready nodes created (pods come from --pods).
+    #[arg(long, default_value_t = 5000)]
+    nodes: usize,
+    /// Scheduler: the hakube-scheduler binary and the kubeconfig it uses.
+    #[arg(long)]
+    scheduler_bin: Option<PathBuf>,
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Scheduler: where its config and log go.
+    #[arg(long, default_value = "/var/tmp")]
+    work_dir: PathBuf,
 }
 
 fn add(
@@ -91,6 +105,7 @@ async fn main() -> ExitCode {
         (Mode::Write, Some(etcd)) => write(&args, &target, etcd).await,
         (Mode::Write, None) => Err(LoadError::Unexpected("--mode write needs --etcd".into())),
         (Mode::WatchCache, _) => watch_cache(&args, &target).await,
+        (Mode::Scheduler, _) => scheduler(&args, &target).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -146,6 +161,23 @@ async fn write(args: &Args, target: &ApiTarget<'_>, etcd: &str) -> Result<(), Lo
         api.rate() / txn.rate()
     );
     Ok(())
+}
+
+async fn scheduler(args: &Args, target: &ApiTarget<'_>) -> Result<(), LoadError> {
+    let (Some(scheduler_bin), Some(kubeconfig)) = (&args.scheduler_bin, &args.kubeconfig) else {
+        return Err(LoadError::Unexpected(
+            "--mode scheduler needs --scheduler-bin and --kubeconfig".into(),
+        ));
+    };
+    let plan = scheduler::Plan {
+        nodes: args.nodes,
+        pods: args.pods,
+        concurrency: args.concurrency,
+        scheduler_bin: scheduler_bin.clone(),
+        kubeconfig: kubeconfig.clone(),
+        work_dir: args.work_dir.clone(),
+    };
+    scheduler::run(target, &plan).await
 }
 
 fn ms(d: Duration) -> f64 {

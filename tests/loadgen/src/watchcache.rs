@@ -42,7 +42,7 @@ impl Api {
     }
 
     /// Sends a request and returns the response with its body unread.
-    async fn send(
+    pub(crate) async fn send(
         &self,
         method: Method,
         path: &str,
@@ -62,7 +62,7 @@ impl Api {
     }
 
     /// Sends a request and reads the whole answer, which must have status `expect`.
-    async fn call(
+    pub(crate) async fn call(
         &self,
         method: Method,
         path: &str,
@@ -82,7 +82,7 @@ impl Api {
         Ok(body)
     }
 
-    async fn get(&self, path: &str) -> Result<Bytes, LoadError> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Bytes, LoadError> {
         self.call(Method::GET, path, None, Bytes::new(), StatusCode::OK)
             .await
     }
