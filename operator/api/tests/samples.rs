@@ -9,9 +9,7 @@ use hakube_operator_api::{Cluster, Host};
 use serde::Deserialize;
 
 fn sample(file: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../config/samples")
-        .join(file);
+    let path = manifest_dir().join("../../config/samples").join(file);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
@@ -81,4 +79,12 @@ fn the_invalid_sample_is_invalid_for_each_reason_it_gives() {
         fields["spec.controlPlane.hosts.names"].contains("already used by spec.loadBalancer.host")
     );
     assert!(fields["spec.network.serviceCIDR"].contains("overlaps"));
+}
+
+/// This crate's directory, read at run time: cargo reuses test binaries between checkouts that
+/// share a target directory, so the compile-time value may name another checkout.
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").into()),
+    )
 }
