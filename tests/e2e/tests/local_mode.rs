@@ -53,7 +53,7 @@ impl Local {
     }
 
     fn up(&self, topology: &str) -> String {
-        let out = self.hakube(&["up", "--topology", topology, "--timeout-seconds", "150"]);
+        let out = self.hakube(&["up", "--topology", topology, "--timeout-seconds", "90"]);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
         assert!(
             out.status.success(),
