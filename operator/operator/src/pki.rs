@@ -283,7 +283,8 @@ pub fn ensure(
     Ok((pki, changed))
 }
 
-fn tls_data(pair: &KeyAndCert) -> BTreeMap<String, String> {
+/// A key pair as a `kubernetes.io/tls` Secret's data.
+pub fn tls_data(pair: &KeyAndCert) -> BTreeMap<String, String> {
     BTreeMap::from([
         (TLS_CERT.to_string(), pair.cert_pem.clone()),
         (TLS_KEY.to_string(), pair.key_pem.clone()),

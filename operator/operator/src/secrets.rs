@@ -36,10 +36,7 @@ pub fn tls_secret(name: &str, namespace: &str, pair: &KeyAndCert) -> Secret {
             ..Default::default()
         },
         type_: Some("kubernetes.io/tls".into()),
-        data: Some(data(&BTreeMap::from([
-            ("tls.crt".to_string(), pair.cert_pem.clone()),
-            ("tls.key".to_string(), pair.key_pem.clone()),
-        ]))),
+        data: Some(data(&crate::pki::tls_data(pair))),
         ..Default::default()
     }
 }
