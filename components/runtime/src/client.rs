@@ -18,7 +18,12 @@ pub enum ClientError {
 /// A client from the given kubeconfig, or from the environment (in-cluster, `$KUBECONFIG`,
 /// `~/.kube/config`) when none is given.
 pub async fn build(kubeconfig: Option<&Path>) -> Result<kube::Client, ClientError> {
-    let config = match kubeconfig {
+    Ok(kube::Client::try_from(config(kubeconfig).await?)?)
+}
+
+/// The client configuration [`build`] uses.
+pub async fn config(kubeconfig: Option<&Path>) -> Result<kube::Config, ClientError> {
+    Ok(match kubeconfig {
         Some(path) => {
             let kubeconfig_error = |source| ClientError::Kubeconfig {
                 path: path.display().to_string(),
@@ -30,6 +35,5 @@ pub async fn build(kubeconfig: Option<&Path>) -> Result<kube::Client, ClientErro
                 .map_err(kubeconfig_error)?
         }
         None => kube::Config::infer().await?,
-    };
-    Ok(kube::Client::try_from(config)?)
+    })
 }

@@ -3,6 +3,9 @@
 //! Everything a test starts is stopped when its handle drops.
 #![forbid(unsafe_code)]
 
+pub mod components;
+pub mod simulated;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

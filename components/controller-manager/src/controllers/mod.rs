@@ -1,0 +1,117 @@
+//! The controllers, and which of them `--controllers` enables. Each controller module exposes
+//! `run(Arc<Context>)`, which returns only when the controller can no longer work.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use crate::context::Context;
+
+pub mod root_ca;
+pub mod serviceaccount;
+
+/// One controller: its upstream name (as `--controllers` and upstream's logs spell it), the
+/// short alias upstream still accepts, and how to run it.
+pub struct Descriptor {
+    pub name: &'static str,
+    pub alias: &'static str,
+    pub enabled_by_default: bool,
+    pub run: fn(Arc<Context>) -> BoxFuture<'static, ()>,
+}
+
+/// Every controller this manager knows, in upstream's naming.
+pub fn all() -> Vec<Descriptor> {
+    vec![
+        Descriptor {
+            name: "serviceaccount-controller",
+            alias: "serviceaccount",
+            enabled_by_default: true,
+            run: |ctx| serviceaccount::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "root-ca-certificate-publisher-controller",
+            alias: "root-ca-cert-publisher",
+            enabled_by_default: true,
+            run: |ctx| root_ca::run(ctx).boxed(),
+        },
+    ]
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum SelectionError {
+    #[error("{0:?} is not in the list of known controllers")]
+    Unknown(String),
+}
+
+/// The controllers `--controllers` enables: `*` stands for every on-by-default controller,
+/// `name` enables one, `-name` disables one (and wins over `*`).
+pub fn select<'a>(
+    known: &'a [Descriptor],
+    flags: &[String],
+) -> Result<Vec<&'a Descriptor>, SelectionError> {
+    let find = |name: &str| {
+        known
+            .iter()
+            .find(|d| d.name == name || d.alias == name)
+            .ok_or_else(|| SelectionError::Unknown(name.to_string()))
+    };
+    let mut enabled = BTreeSet::new();
+    let mut disabled = BTreeSet::new();
+    let mut star = false;
+    for flag in flags.iter().map(|f| f.trim()).filter(|f| !f.is_empty()) {
+        if flag == "*" {
+            star = true;
+        } else if let Some(name) = flag.strip_prefix('-') {
+            disabled.insert(find(name)?.name);
+        } else {
+            enabled.insert(find(flag)?.name);
+        }
+    }
+    Ok(known
+        .iter()
+        .filter(|d| !disabled.contains(d.name))
+        .filter(|d| enabled.contains(d.name) || (star && d.enabled_by_default))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(flags: &[&str]) -> Result<Vec<&'static str>, SelectionError> {
+        let known = all();
+        let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
+        Ok(select(&known, &flags)?.iter().map(|d| d.name).collect())
+    }
+
+    #[test]
+    fn star_enables_the_defaults_and_minus_disables() {
+        let every = names(&["*"]).unwrap();
+        assert!(every.contains(&"serviceaccount-controller"));
+        let without = names(&["*", "-serviceaccount"]).unwrap();
+        assert!(!without.contains(&"serviceaccount-controller"));
+        assert_eq!(without.len(), every.len() - 1);
+    }
+
+    #[test]
+    fn names_and_aliases_select_single_controllers() {
+        assert_eq!(
+            names(&["root-ca-cert-publisher"]).unwrap(),
+            vec!["root-ca-certificate-publisher-controller"]
+        );
+        assert_eq!(
+            names(&["serviceaccount-controller"]).unwrap(),
+            vec!["serviceaccount-controller"]
+        );
+    }
+
+    #[test]
+    fn unknown_names_are_refused() {
+        assert_eq!(
+            names(&["*", "-no-such"]),
+            Err(SelectionError::Unknown("no-such".into()))
+        );
+    }
+}
