@@ -256,11 +256,13 @@ pub fn control_plane_host(
             ("secure-port", port.to_string()),
         ];
         if unit == CONTROLLER_MANAGER {
+            flags.push(("allocate-node-cidrs", "true".into()));
             flags.push(("cluster-cidr", valid.network.pod_cidr.to_string()));
             flags.push((
                 "service-cluster-ip-range",
                 valid.network.service_cidr.to_string(),
             ));
+            flags.push(("root-ca-file", dir("pki/ca.crt")));
         }
         plan.units.push(DesiredUnit {
             name: unit.into(),

@@ -3,81 +3,48 @@
 //! act as the kubelet where one is needed (confirming the deletion of preempted pods).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use hakube_e2e::{bin_dir, eventually, free_port, ControlPlane};
+use hakube_e2e::components::Component;
+use hakube_e2e::{eventually, ControlPlane};
 use serde_json::{json, Value};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// One hakube-scheduler process; killed when dropped.
+/// A hakube-scheduler process, with its `--config` file when given; killed when dropped.
 struct SchedulerProcess {
-    child: Child,
-    log: PathBuf,
-    port: u16,
-    _dir: tempfile::TempDir,
+    component: Component,
+    _config: Option<tempfile::TempDir>,
 }
 
 impl SchedulerProcess {
     fn start(cp: &ControlPlane, config: Option<&str>) -> SchedulerProcess {
+        let Some(text) = config else {
+            return SchedulerProcess {
+                component: Component::start(cp, "hakube-scheduler", &[]),
+                _config: None,
+            };
+        };
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let log = dir.path().join("scheduler.log");
-        let port = free_port();
-        let mut cmd = Command::new(bin_dir().join("hakube-scheduler"));
-        cmd.args(["--kubeconfig", &cp.admin_kubeconfig()])
-            .args([
-                "--bind-address",
-                "127.0.0.1",
-                "--secure-port",
-                &port.to_string(),
-            ])
-            // Short leader-election timings keep the failover test quick.
-            .args(["--leader-elect-lease-duration", "4s"])
-            .args(["--leader-elect-renew-deadline", "3s"])
-            .args(["--leader-elect-retry-period", "1s"])
-            .env("RUST_LOG", "info,kube=warn");
-        if let Some(text) = config {
-            let path = dir.path().join("config.yaml");
-            std::fs::write(&path, text).expect("writing the scheduler config");
-            cmd.arg("--config").arg(path);
-        }
-        let file = std::fs::File::create(&log).expect("log file");
-        let child = cmd
-            .stdout(file.try_clone().expect("log file"))
-            .stderr(file)
-            .spawn()
-            .expect("hakube-scheduler is built (cargo build --bins -p hakube-scheduler)");
+        let path = dir.path().join("config.yaml");
+        std::fs::write(&path, text).expect("writing the scheduler config");
+        let path = path.to_string_lossy().into_owned();
         SchedulerProcess {
-            child,
-            log,
-            port,
-            _dir: dir,
+            component: Component::start(cp, "hakube-scheduler", &["--config", &path]),
+            _config: Some(dir),
         }
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.component.log()
     }
 
     fn is_leading(&self) -> bool {
-        self.log().contains("successfully acquired lease")
+        self.component.is_leading()
     }
 
     fn get(&self, path: &str) -> String {
-        let out = Command::new("curl")
-            .args(["-sk", &format!("https://127.0.0.1:{}{path}", self.port)])
-            .output()
-            .expect("curl runs");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for SchedulerProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.component.get(path)
     }
 }
 

@@ -169,6 +169,42 @@ fn extra_args_replace_rendered_flags_in_place_and_add_new_ones() {
 }
 
 #[test]
+fn the_controller_manager_allocates_pod_cidrs_and_publishes_the_cluster_ca() {
+    let bundle = vec![
+        APISERVER_BINARY.to_string(),
+        CONTROLLER_MANAGER_BINARY.to_string(),
+    ];
+    let plan = control_plane_host(
+        &spec(),
+        &valid(),
+        "cp-1",
+        &paths("10.77.0.11"),
+        &["https://127.0.0.1:2379".into()],
+        &pki(),
+        &bundle,
+    );
+    let manager = plan
+        .units
+        .iter()
+        .find(|u| u.name == CONTROLLER_MANAGER)
+        .unwrap();
+    assert_eq!(flag(manager, "allocate-node-cidrs"), Some("true"));
+    assert_eq!(
+        flag(manager, "cluster-cidr"),
+        Some(valid().network.pod_cidr.to_string().as_str())
+    );
+    assert_eq!(
+        flag(manager, "service-cluster-ip-range"),
+        Some("10.96.0.0/12")
+    );
+    assert_eq!(
+        flag(manager, "root-ca-file"),
+        Some("/var/lib/hakube/pki/ca.crt")
+    );
+    assert!(plan.files.iter().any(|f| f.path == "pki/ca.crt"));
+}
+
+#[test]
 fn haproxy_balances_every_apiserver_checked_on_readyz() {
     let plan = load_balancer(&spec(), &paths("10.77.0.10"), &addresses());
     let config = String::from_utf8(plan.files[0].content.clone()).unwrap();
