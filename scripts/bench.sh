@@ -9,6 +9,9 @@
 # - the scheduler: 5,000 Ready nodes and 10,000 pending pods; pods bound per second by
 #   hakube-scheduler beside the same Bindings posted straight to the API server at the same
 #   concurrency, and the algorithm's cost per pod in process.
+# - the controller manager: a Deployment scaled from 0 to 1,000 replicas by
+#   hakube-controller-manager, until every pod exists, beside the same pods created straight
+#   through the API server at the replicaset controller's create concurrency.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 target=${CARGO_TARGET_DIR:-/var/tmp/hakube-target}
@@ -21,8 +24,10 @@ watch_seconds=${BENCH_WATCH_SECONDS:-30}
 sched_nodes=${BENCH_SCHED_NODES:-5000}
 sched_pods=${BENCH_SCHED_PODS:-10000}
 sched_concurrency=${BENCH_SCHED_CONCURRENCY:-16}
+kcm_replicas=${BENCH_KCM_REPLICAS:-1000}
+kcm_concurrency=${BENCH_KCM_CONCURRENCY:-64}
 
-cargo build --release -q -p hakube-apiserver -p hakube-scheduler -p hakube-loadgen
+cargo build --release -q -p hakube-apiserver -p hakube-scheduler -p hakube-controller-manager -p hakube-loadgen
 work=$(mktemp -d /var/tmp/hakube-bench.XXXXXX)
 pids=()
 cleanup() {
@@ -84,4 +89,11 @@ echo "scheduler benchmark: ${sched_nodes} Ready nodes, ${sched_pods} pending pod
 loadgen sched --mode scheduler --nodes "$sched_nodes" --pods "$sched_pods" \
   --concurrency "$sched_concurrency" --scheduler-bin "$target/release/hakube-scheduler" \
   --kubeconfig "$work/sched-pki/admin.kubeconfig" --work-dir "$work"
+stop
+
+start kcm
+echo "controller-manager benchmark: a Deployment scaled 0 -> ${kcm_replicas}, limit at ${kcm_concurrency} concurrent creates ($(nproc) cores)"
+loadgen kcm --mode controller-manager --replicas "$kcm_replicas" --concurrency "$kcm_concurrency" \
+  --controller-manager-bin "$target/release/hakube-controller-manager" \
+  --kubeconfig "$work/kcm-pki/admin.kubeconfig" --work-dir "$work"
 stop

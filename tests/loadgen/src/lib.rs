@@ -4,6 +4,7 @@
 //! benchmarks (lists, watch fan-out, memory) live in [`watchcache`].
 #![forbid(unsafe_code)]
 
+pub mod deployment;
 pub mod pod;
 pub mod scheduler;
 pub mod watchcache;

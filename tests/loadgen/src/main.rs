@@ -3,8 +3,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
-use hakube_loadgen::scheduler;
 use hakube_loadgen::watchcache::{self, FanOut, FanOutPlan};
+use hakube_loadgen::{deployment, scheduler};
 use hakube_loadgen::{
     percentile, run_apiserver, run_etcd, ApiTarget, EtcdWrite, LoadError, Outcome,
 };
@@ -18,6 +18,8 @@ enum Mode {
     WatchCache,
     /// hakube-scheduler's throughput beside direct Bindings, and its algorithm's cost a pod.
     Scheduler,
+    /// A Deployment scaled 0 -> N by hakube-controller-manager beside N direct pod creates.
+    ControllerManager,
 }
 
 /// Benchmarks hakube-apiserver: writes (the default) or its watch cache.
@@ -79,7 +81,13 @@ struct Args {
     scheduler_bin: Option<PathBuf>,
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
-    /// Scheduler: where its config and log go.
+    /// Controller-manager: the hakube-controller-manager binary (it uses --kubeconfig).
+    #[arg(long)]
+    controller_manager_bin: Option<PathBuf>,
+    /// Controller-manager: the Deployment's replicas.
+    #[arg(long, default_value_t = 1000)]
+    replicas: usize,
+    /// Scheduler and controller-manager: where configs and logs go.
     #[arg(long, default_value = "/var/tmp")]
     work_dir: PathBuf,
 }
@@ -106,6 +114,7 @@ async fn main() -> ExitCode {
         (Mode::Write, None) => Err(LoadError::Unexpected("--mode write needs --etcd".into())),
         (Mode::WatchCache, _) => watch_cache(&args, &target).await,
         (Mode::Scheduler, _) => scheduler(&args, &target).await,
+        (Mode::ControllerManager, _) => controller_manager(&args, &target).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -178,6 +187,22 @@ async fn scheduler(args: &Args, target: &ApiTarget<'_>) -> Result<(), LoadError>
         work_dir: args.work_dir.clone(),
     };
     scheduler::run(target, &plan).await
+}
+
+async fn controller_manager(args: &Args, target: &ApiTarget<'_>) -> Result<(), LoadError> {
+    let (Some(bin), Some(kubeconfig)) = (&args.controller_manager_bin, &args.kubeconfig) else {
+        return Err(LoadError::Unexpected(
+            "--mode controller-manager needs --controller-manager-bin and --kubeconfig".into(),
+        ));
+    };
+    let plan = deployment::Plan {
+        replicas: args.replicas,
+        concurrency: args.concurrency,
+        controller_manager_bin: bin.clone(),
+        kubeconfig: kubeconfig.clone(),
+        work_dir: args.work_dir.clone(),
+    };
+    deployment::run(target, &plan).await
 }
 
 fn ms(d: Duration) -> f64 {

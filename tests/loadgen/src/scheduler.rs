@@ -68,7 +68,11 @@ fn pod(i: usize, scheduler: &str) -> Value {
 }
 
 /// Runs `op(i)` for `i` in `0..count` on `concurrency` tasks; returns the time it took.
-async fn for_each<F, Fut>(count: usize, concurrency: usize, op: F) -> Result<Duration, LoadError>
+pub(crate) async fn for_each<F, Fut>(
+    count: usize,
+    concurrency: usize,
+    op: F,
+) -> Result<Duration, LoadError>
 where
     F: Fn(usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = Result<(), LoadError>> + Send,
@@ -94,14 +98,14 @@ where
     Ok(start.elapsed())
 }
 
-async fn post(api: &Api, path: &str, body: &Value) -> Result<(), LoadError> {
+pub(crate) async fn post(api: &Api, path: &str, body: &Value) -> Result<(), LoadError> {
     let bytes = Bytes::from(serde_json::to_vec(body)?);
     api.call(Method::POST, path, Some(JSON), bytes, StatusCode::CREATED)
         .await
         .map(|_| ())
 }
 
-async fn create_namespace(api: &Api, name: &str) -> Result<(), LoadError> {
+pub(crate) async fn create_namespace(api: &Api, name: &str) -> Result<(), LoadError> {
     let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
     match post(api, "/api/v1/namespaces", &body).await {
         Err(LoadError::Status { code: 409, .. }) | Ok(()) => Ok(()),
@@ -206,7 +210,7 @@ async fn watch_until_bound(
     Ok((first.unwrap_or(now), now, per_node))
 }
 
-async fn list_resource_version(api: &Api, namespace: &str) -> Result<String, LoadError> {
+pub(crate) async fn list_resource_version(api: &Api, namespace: &str) -> Result<String, LoadError> {
     let body = api
         .get(&format!("/api/v1/namespaces/{namespace}/pods?limit=1"))
         .await?;

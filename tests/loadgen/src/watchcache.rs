@@ -87,7 +87,7 @@ impl Api {
             .await
     }
 
-    async fn merge_patch(&self, path: &str, patch: &Value) -> Result<Bytes, LoadError> {
+    pub(crate) async fn merge_patch(&self, path: &str, patch: &Value) -> Result<Bytes, LoadError> {
         let body = Bytes::from(serde_json::to_vec(patch)?);
         self.call(Method::PATCH, path, Some(MERGE_PATCH), body, StatusCode::OK)
             .await

@@ -1,0 +1,202 @@
+//! The controller-manager benchmark: a Deployment scaled from 0 to N replicas, timed from the
+//! scale until all N pods exist, beside the limit measured in the same run — the same N pods
+//! created straight through the API server by a load generator at the same concurrency.
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{json, Value};
+
+use crate::scheduler::{create_namespace, for_each, list_resource_version, post};
+use crate::watchcache::Api;
+use crate::{ApiTarget, LoadError};
+
+const DIRECT_NAMESPACE: &str = "bench-direct";
+const DEPLOYMENT_NAMESPACE: &str = "bench-deploy";
+const DEPLOYMENT: &str = "bench";
+const SETTLE: Duration = Duration::from_secs(30);
+
+pub struct Plan {
+    pub replicas: usize,
+    pub concurrency: usize,
+    pub controller_manager_bin: PathBuf,
+    pub kubeconfig: PathBuf,
+    pub work_dir: PathBuf,
+}
+
+fn template() -> Value {
+    json!({
+        "metadata": {"labels": {"app": "bench"}},
+        "spec": {"containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10",
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]},
+    })
+}
+
+/// The limit: `replicas` pods like the Deployment's, posted straight to the API server.
+async fn direct(api: &Api, plan: &Plan) -> Result<Duration, LoadError> {
+    create_namespace(api, DIRECT_NAMESPACE).await?;
+    let api = api.clone();
+    for_each(plan.replicas, plan.concurrency, move |i| {
+        let api = api.clone();
+        async move {
+            let mut pod = template();
+            pod["apiVersion"] = json!("v1");
+            pod["kind"] = json!("Pod");
+            pod["metadata"]["name"] = json!(format!("direct-{i:05}"));
+            post(
+                &api,
+                &format!("/api/v1/namespaces/{DIRECT_NAMESPACE}/pods"),
+                &pod,
+            )
+            .await
+        }
+    })
+    .await
+}
+
+/// Counts pods added in the namespace on a watch from `resource_version` until `count` exist.
+async fn watch_until_created(
+    api: &Api,
+    resource_version: &str,
+    count: usize,
+) -> Result<Instant, LoadError> {
+    let path = format!(
+        "/api/v1/namespaces/{DEPLOYMENT_NAMESPACE}/pods?watch=true&resourceVersion={resource_version}"
+    );
+    let resp = api.send(Method::GET, &path, None, Bytes::new()).await?;
+    if resp.status() != StatusCode::OK {
+        return Err(LoadError::Status {
+            code: resp.status().as_u16(),
+            body: "watch refused".into(),
+        });
+    }
+    let mut body = resp.into_body();
+    let mut buffer: Vec<u8> = Vec::new();
+    let mut created: HashSet<String> = HashSet::new();
+    while created.len() < count {
+        let Some(frame) = body.frame().await else {
+            return Err(LoadError::Unexpected(format!(
+                "the watch ended with {} of {count} pods created",
+                created.len()
+            )));
+        };
+        let Ok(data) = frame?.into_data() else {
+            continue;
+        };
+        buffer.extend_from_slice(&data);
+        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
+            let line: Vec<u8> = buffer.drain(..=end).collect();
+            let Ok(event) = serde_json::from_slice::<Value>(&line) else {
+                continue;
+            };
+            if event["type"] != "ADDED" {
+                continue;
+            }
+            if let Some(name) = event
+                .pointer("/object/metadata/name")
+                .and_then(Value::as_str)
+            {
+                created.insert(name.to_string());
+            }
+        }
+    }
+    Ok(Instant::now())
+}
+
+/// Waits until the Deployment's controller has seen it at zero replicas (its ReplicaSet
+/// exists), so the measured time starts with a warm controller.
+async fn wait_for_replica_set(api: &Api) -> Result<(), LoadError> {
+    let deadline = Instant::now() + SETTLE;
+    let path = format!("/apis/apps/v1/namespaces/{DEPLOYMENT_NAMESPACE}/replicasets");
+    while Instant::now() < deadline {
+        let list: Value = serde_json::from_slice(&api.get(&path).await?)?;
+        if list["items"]
+            .as_array()
+            .is_some_and(|items| !items.is_empty())
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(LoadError::Unexpected(
+        "the deployment controller made no ReplicaSet (is it running?)".into(),
+    ))
+}
+
+/// The Deployment run: from the scale to 'replicas' until the last pod exists.
+async fn scale_up(api: &Api, plan: &Plan) -> Result<Duration, LoadError> {
+    create_namespace(api, DEPLOYMENT_NAMESPACE).await?;
+    let log = std::fs::File::create(plan.work_dir.join("controller-manager.log"))?;
+    let mut child = tokio::process::Command::new(&plan.controller_manager_bin)
+        .arg("--kubeconfig")
+        .arg(&plan.kubeconfig)
+        .args([
+            "--controllers=replicaset,deployment",
+            "--secure-port=0",
+            "--leader-elect=false",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()?;
+    let deployment = json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": DEPLOYMENT},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "bench"}}, "template": template()},
+    });
+    post(
+        api,
+        &format!("/apis/apps/v1/namespaces/{DEPLOYMENT_NAMESPACE}/deployments"),
+        &deployment,
+    )
+    .await?;
+    wait_for_replica_set(api).await?;
+    let rv = list_resource_version(api, DEPLOYMENT_NAMESPACE).await?;
+    let watch = {
+        let api = api.clone();
+        let count = plan.replicas;
+        tokio::spawn(async move { watch_until_created(&api, &rv, count).await })
+    };
+    let started = Instant::now();
+    api.merge_patch(
+        &format!("/apis/apps/v1/namespaces/{DEPLOYMENT_NAMESPACE}/deployments/{DEPLOYMENT}"),
+        &json!({"spec": {"replicas": plan.replicas}}),
+    )
+    .await?;
+    let finished = watch
+        .await
+        .map_err(|e| LoadError::Unexpected(format!("the watch task failed: {e}")))??;
+    let _ = child.kill().await;
+    Ok(finished.duration_since(started))
+}
+
+/// The whole benchmark, printed as it goes.
+pub async fn run(target: &ApiTarget<'_>, plan: &Plan) -> Result<(), LoadError> {
+    let api = Api::connect(target).await?;
+    let limit = direct(&api, plan).await?;
+    println!(
+        "limit: {} pods created straight through the API server, {} concurrent: {:.2} s ({:.0} pods/s)",
+        plan.replicas,
+        plan.concurrency,
+        limit.as_secs_f64(),
+        plan.replicas as f64 / limit.as_secs_f64()
+    );
+    let deployment = scale_up(&api, plan).await?;
+    println!(
+        "deployment: scaled 0 -> {} by hakube-controller-manager: {:.2} s until every pod existed ({:.0} pods/s)",
+        plan.replicas,
+        deployment.as_secs_f64(),
+        plan.replicas as f64 / deployment.as_secs_f64()
+    );
+    let ratio = deployment.as_secs_f64() / limit.as_secs_f64();
+    println!(
+        "ratio deployment/limit: {ratio:.2} (goal <= 1.5: {})",
+        if ratio <= 1.5 { "met" } else { "NOT met" }
+    );
+    Ok(())
+}
