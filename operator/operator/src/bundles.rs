@@ -2,9 +2,11 @@
 //! version. The operator serves them to hosts (which check the sha256 it sends along) and
 //! renders only the components a version contains.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
+use std::time::SystemTime;
 
 use sha2::{Digest, Sha256};
 
@@ -34,49 +36,78 @@ pub struct Bundle {
 
 const SUFFIX: &str = ".tar.gz";
 
-/// Every bundle in `dir`, by version.
-pub fn scan(dir: &Path) -> Result<BTreeMap<String, Bundle>, BundleError> {
-    let entries = std::fs::read_dir(dir).map_err(|source| BundleError::ReadDir {
-        dir: dir.to_path_buf(),
-        source,
-    })?;
-    let mut bundles = BTreeMap::new();
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(version) = name.strip_suffix(SUFFIX) else {
-            continue;
-        };
-        let path = entry.path();
-        let read = |source| BundleError::Read {
-            path: path.clone(),
+/// The bundles read so far, by path, with the size and modification time they were read at:
+/// each archive is hashed and listed once, not on every reconcile.
+#[derive(Default)]
+pub struct Catalog {
+    read: Mutex<HashMap<PathBuf, (u64, SystemTime, Bundle)>>,
+}
+
+impl Catalog {
+    /// Every bundle in `dir`, by version; archives changed since they were last read are read
+    /// again.
+    pub fn scan(&self, dir: &Path) -> Result<BTreeMap<String, Bundle>, BundleError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| BundleError::ReadDir {
+            dir: dir.to_path_buf(),
             source,
-        };
-        let bytes = std::fs::read(&path).map_err(read)?;
-        let sha256 = hex(&Sha256::digest(&bytes));
-        let mut binaries = Vec::new();
-        let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
-        for file in archive.entries().map_err(read)? {
-            let mut file = file.map_err(read)?;
-            let name = file.path().map_err(read)?.to_string_lossy().into_owned();
-            let name = name.trim_start_matches("./").to_string();
-            if !name.is_empty() && !name.contains('/') {
-                binaries.push(name);
-            }
-            // Entries must be read through for the next header.
-            std::io::copy(&mut file.by_ref(), &mut std::io::sink()).map_err(read)?;
+        })?;
+        let mut read = self.read.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut bundles = BTreeMap::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some(version) = name.strip_suffix(SUFFIX) else {
+                continue;
+            };
+            let path = entry.path();
+            let metadata = entry.metadata().map_err(|source| BundleError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let stamp = (
+                metadata.len(),
+                metadata.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            );
+            let bundle = match read.get(&path) {
+                Some((len, modified, bundle)) if (*len, *modified) == stamp => bundle.clone(),
+                _ => {
+                    let bundle = read_bundle(&path, version)?;
+                    read.insert(path, (stamp.0, stamp.1, bundle.clone()));
+                    bundle
+                }
+            };
+            bundles.insert(version.to_string(), bundle);
         }
-        binaries.sort();
-        bundles.insert(
-            version.to_string(),
-            Bundle {
-                version: version.to_string(),
-                path,
-                sha256,
-                binaries,
-            },
-        );
+        Ok(bundles)
     }
-    Ok(bundles)
+}
+
+/// Hashes one archive and lists the binaries at its top.
+fn read_bundle(path: &Path, version: &str) -> Result<Bundle, BundleError> {
+    let read = |source| BundleError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bytes = std::fs::read(path).map_err(read)?;
+    let sha256 = hex(&Sha256::digest(&bytes));
+    let mut binaries = Vec::new();
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+    for file in archive.entries().map_err(read)? {
+        let mut file = file.map_err(read)?;
+        let name = file.path().map_err(read)?.to_string_lossy().into_owned();
+        let name = name.trim_start_matches("./").to_string();
+        if !name.is_empty() && !name.contains('/') {
+            binaries.push(name);
+        }
+        // Entries must be read through for the next header.
+        std::io::copy(&mut file.by_ref(), &mut std::io::sink()).map_err(read)?;
+    }
+    binaries.sort();
+    Ok(Bundle {
+        version: version.to_string(),
+        path: path.to_path_buf(),
+        sha256,
+        binaries,
+    })
 }
 
 /// Lowercase hex.
@@ -92,4 +123,50 @@ pub fn is_version_name(version: &str) -> bool {
         && version
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '+'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_bundle(path: &Path, binaries: &[&str]) {
+        let file = std::fs::File::create(path).unwrap();
+        let mut archive =
+            tar::Builder::new(flate2::write::GzEncoder::new(file, Default::default()));
+        for name in binaries {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(4);
+            header.set_mode(0o755);
+            header.set_cksum();
+            archive
+                .append_data(&mut header, name, &b"\x7fELF"[..])
+                .unwrap();
+        }
+        archive.into_inner().unwrap().finish().unwrap();
+    }
+
+    #[test]
+    fn bundles_are_read_once_and_again_when_they_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.tar.gz");
+        write_bundle(&path, &["hakube-apiserver"]);
+        std::fs::write(dir.path().join("notes.txt"), "not a bundle").unwrap();
+        let catalog = Catalog::default();
+        let first = catalog.scan(dir.path()).unwrap();
+        assert_eq!(first.len(), 1);
+        assert_eq!(first["v1"].binaries, ["hakube-apiserver"]);
+        assert_eq!(first["v1"].sha256.len(), 64);
+        assert_eq!(catalog.scan(dir.path()).unwrap(), first);
+
+        write_bundle(&path, &["hakube-apiserver", "hakube-scheduler"]);
+        let file = std::fs::File::options().append(true).open(&path).unwrap();
+        file.set_modified(SystemTime::now() + std::time::Duration::from_secs(5))
+            .unwrap();
+        let second = catalog.scan(dir.path()).unwrap();
+        assert_eq!(
+            second["v1"].binaries,
+            ["hakube-apiserver", "hakube-scheduler"]
+        );
+        assert_ne!(second["v1"].sha256, first["v1"].sha256);
+    }
 }

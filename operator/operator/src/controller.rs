@@ -77,6 +77,7 @@ pub struct Context {
     pub reporter: Reporter,
     pub hostd_tls: ClientTls,
     pub bundle_dir: PathBuf,
+    bundles: bundles::Catalog,
     /// The base URL hosts fetch bundles from (`https://<operator>:<port>`).
     pub artifact_url: String,
     pub metrics: Metrics,
@@ -99,6 +100,7 @@ impl Context {
             },
             hostd_tls,
             bundle_dir,
+            bundles: bundles::Catalog::default(),
             artifact_url,
             metrics,
             agents: Mutex::default(),
@@ -187,7 +189,8 @@ async fn resolve(cluster: &Cluster, ctx: &Context) -> Result<Result<Resolved, St
             labels: h.labels().clone(),
         })
         .collect();
-    let mut bundles = bundles::scan(&ctx.bundle_dir)?;
+    // Reading a new archive takes a moment; the other reconciles go on meanwhile.
+    let mut bundles = tokio::task::block_in_place(|| ctx.bundles.scan(&ctx.bundle_dir))?;
     let versions: Vec<String> = bundles.keys().cloned().collect();
     let valid = match validate(&cluster.spec, &known, &versions) {
         Ok(v) => v,
@@ -766,7 +769,13 @@ async fn ensure_host(
     for unit in &plan.units {
         let response = agent
             .ensure_unit(hostd::EnsureUnitRequest {
-                spec: Some(unit_spec(cluster, unit, &paths.root, bundle)),
+                spec: Some(unit_spec(
+                    cluster,
+                    unit,
+                    &paths.root,
+                    bundle,
+                    plan.inputs_digest(unit, &paths.root),
+                )),
             })
             .await
             .map_err(hostd_error)?
@@ -795,11 +804,15 @@ async fn ensure_host(
     Ok(())
 }
 
+/// Carries [`HostPlan::inputs_digest`] in each unit's spec.
+const INPUTS_DIGEST_ENV: &str = "HAKUBE_INPUTS_SHA256";
+
 fn unit_spec(
     cluster: &Cluster,
     unit: &DesiredUnit,
     root: &str,
     bundle: Option<&Bundle>,
+    inputs_digest: String,
 ) -> hostd::UnitSpec {
     let (command, bundle_version) = match &unit.program {
         Program::Bundle(binary) => (
@@ -833,6 +846,7 @@ fn unit_spec(
         }),
         log_file: format!("{root}/logs/{}.log", unit.name),
         bundle_version,
+        env: [(INPUTS_DIGEST_ENV.to_string(), inputs_digest)].into(),
         ..Default::default()
     }
 }

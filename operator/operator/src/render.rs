@@ -51,6 +51,26 @@ pub struct HostPlan {
     pub units: Vec<DesiredUnit>,
 }
 
+impl HostPlan {
+    /// A digest of the files `unit` reads — those whose path under `root` one of its flags
+    /// names (certificates, keys, kubeconfigs, configuration). It goes into the unit's spec, so
+    /// a re-issued certificate or a new configuration restarts exactly the units that use it.
+    pub fn inputs_digest(&self, unit: &DesiredUnit, root: &str) -> String {
+        use sha2::{Digest, Sha256};
+        let mut digest = Sha256::new();
+        for file in &self.files {
+            let path = format!("{root}/{}", file.path);
+            if unit.args.iter().any(|arg| arg.contains(&path)) {
+                digest.update(path.as_bytes());
+                digest.update([0]);
+                digest.update(&file.content);
+                digest.update(file.mode.to_be_bytes());
+            }
+        }
+        crate::bundles::hex(&digest.finalize())
+    }
+}
+
 /// A host as rendering needs it: its address and the directory hakube's files live under.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HostPaths {

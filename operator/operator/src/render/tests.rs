@@ -225,3 +225,41 @@ fn haproxy_balances_every_apiserver_checked_on_readyz() {
         Readiness::Tcp("10.77.0.10:6443".into())
     );
 }
+
+#[test]
+fn a_unit_is_restarted_by_changes_to_the_files_it_reads_only() {
+    let bundle = vec![APISERVER_BINARY.to_string(), SCHEDULER_BINARY.to_string()];
+    let render = |pki: &ClusterPki| {
+        control_plane_host(
+            &spec(),
+            &valid(),
+            "cp-1",
+            &paths("10.77.0.11"),
+            &["https://127.0.0.1:2379".into()],
+            pki,
+            &bundle,
+        )
+    };
+    let before_pki = pki();
+    let before = render(&before_pki);
+    let unit =
+        |plan: &HostPlan, name: &str| plan.units.iter().find(|u| u.name == name).cloned().unwrap();
+    let digest =
+        |plan: &HostPlan, name: &str| plan.inputs_digest(&unit(plan, name), "/var/lib/hakube");
+    assert_eq!(
+        digest(&before, APISERVER),
+        digest(&render(&before_pki), APISERVER)
+    );
+    assert_ne!(digest(&before, APISERVER), digest(&before, SCHEDULER));
+
+    let mut renewed = before_pki.clone();
+    renewed
+        .apiservers
+        .get_mut("cp-1")
+        .unwrap()
+        .cert_pem
+        .push('\n');
+    let after = render(&renewed);
+    assert_ne!(digest(&before, APISERVER), digest(&after, APISERVER));
+    assert_eq!(digest(&before, SCHEDULER), digest(&after, SCHEDULER));
+}
