@@ -1,7 +1,7 @@
 //! `hakube`: the user's CLI. `hakube up` builds an HA cluster on this machine (local mode):
 //! network-namespace hosts on a bridge, a hostd in each, a management plane (etcd,
-//! hakube-apiserver, the operator), then a `Cluster` the operator brings up; `hakube down`
-//! removes all of it. Nothing global on the machine changes beyond the bridge and namespaces
+//! hakube-apiserver, hakube-controller-manager, the operator), then a `Cluster` the operator
+//! brings up; `hakube down` removes all of it. Nothing global on the machine changes beyond the bridge and namespaces
 //! it names `hakube*`, which `down` deletes.
 #![forbid(unsafe_code)]
 

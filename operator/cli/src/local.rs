@@ -169,7 +169,10 @@ pub async fn up(
 
     management::start(&state, &bin).await?;
     let client = management::client(&state).await?;
-    say(started, "management plane ready (etcd, hakube-apiserver)");
+    say(
+        started,
+        "management plane ready (etcd, hakube-apiserver, hakube-controller-manager)",
+    );
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces

@@ -1,5 +1,5 @@
-//! The management plane of local mode: etcd and hakube-apiserver on loopback, with their own
-//! PKI and an admin kubeconfig, and the operator beside them.
+//! The management plane of local mode: etcd, hakube-apiserver and hakube-controller-manager on
+//! loopback, with their own PKI and an admin kubeconfig, and the operator beside them.
 
 use std::fs;
 use std::net::TcpListener;
@@ -173,7 +173,7 @@ pub async fn start(state: &State, bin: &Path) -> Result<String, Error> {
             .await
             .is_ok_and(|body| body.trim() == "ok")
         {
-            return Ok(server);
+            break;
         }
         if Instant::now() > deadline {
             return Err(Error::Other(format!(
@@ -183,6 +183,20 @@ pub async fn start(state: &State, bin: &Path) -> Result<String, Error> {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Garbage collection (a deleted Cluster's Secrets), namespace deletion and the rest of the
+    // core controllers, as any cluster the operator might run in has them.
+    state.spawn(
+        "management-controller-manager",
+        &bin.join("hakube-controller-manager"),
+        &[
+            format!("--kubeconfig={}", state.management_kubeconfig().display()),
+            format!("--root-ca-file={}", p("ca.crt")),
+            "--leader-elect=false".into(),
+            "--secure-port=0".into(),
+        ],
+        &[],
+    )?;
+    Ok(server)
 }
 
 /// A client of the management API.
