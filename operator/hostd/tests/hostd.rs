@@ -452,6 +452,53 @@ async fn units_become_ready_restart_with_backoff_and_stop_with_their_process_gro
     assert!(!process_exists(previous_pid));
     wait_ready(&mut client, "web").await;
 
+    // With a reload signal, a new reload digest alone signals the running process instead.
+    let reloads = setup.path("reloads");
+    let reloading = |digest: &str| api::UnitSpec {
+        name: "reloading".into(),
+        command: "/bin/sh".into(),
+        args: vec![
+            "-c".into(),
+            format!(
+                "trap 'echo reloaded >> {}' HUP; while true; do sleep 0.1; done",
+                reloads.display()
+            ),
+        ],
+        reload_signal: api::ReloadSignal::Sighup as i32,
+        reload_digest: digest.into(),
+        ..Default::default()
+    };
+    let first = ensure(&mut client, reloading("a")).await;
+    let first_pid = first.status.unwrap().pid;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let reloaded = ensure(&mut client, reloading("b")).await;
+    assert_eq!(reloaded.action, api::EnsureAction::Reloaded as i32);
+    assert_eq!(reloaded.status.unwrap().pid, first_pid);
+    eventually(UNIT_TIMEOUT, "the reload signal handled", || {
+        let file = reloads.clone();
+        async move {
+            std::fs::read_to_string(file)
+                .ok()
+                .filter(|t| t == "reloaded\n")
+        }
+    })
+    .await;
+    assert_eq!(
+        ensure(&mut client, reloading("b")).await.action,
+        api::EnsureAction::Unchanged as i32
+    );
+    let mut other_change = reloading("c");
+    other_change.env.insert("VERSION".into(), "2".into());
+    let restarted = ensure(&mut client, other_change).await;
+    assert_eq!(restarted.action, api::EnsureAction::Restarted as i32);
+    assert_ne!(restarted.status.unwrap().pid, first_pid);
+    client
+        .remove_unit(api::RemoveUnitRequest {
+            name: "reloading".into(),
+        })
+        .await
+        .unwrap();
+
     // A unit whose whole group ignores SIGTERM: SIGKILL after the grace period, for all of it.
     let child_pid_file = setup.path("child.pid");
     let stubborn = api::UnitSpec {

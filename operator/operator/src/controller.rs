@@ -782,15 +782,13 @@ async fn ensure_host(
             .into_inner();
         let action = hostd::EnsureAction::try_from(response.action)
             .unwrap_or(hostd::EnsureAction::Unspecified);
-        if matches!(
-            action,
-            hostd::EnsureAction::Created | hostd::EnsureAction::Restarted
-        ) {
-            let verb = if action == hostd::EnsureAction::Created {
-                "Started"
-            } else {
-                "Restarted"
-            };
+        let verb = match action {
+            hostd::EnsureAction::Created => Some("Started"),
+            hostd::EnsureAction::Restarted => Some("Restarted"),
+            hostd::EnsureAction::Reloaded => Some("Reloaded"),
+            _ => None,
+        };
+        if let Some(verb) = verb {
             publish(
                 ctx,
                 cluster,
@@ -804,7 +802,7 @@ async fn ensure_host(
     Ok(())
 }
 
-/// Carries [`HostPlan::inputs_digest`] in each unit's spec.
+/// Carries [`HostPlan::inputs_digest`] in the spec of a unit that restarts for new files.
 const INPUTS_DIGEST_ENV: &str = "HAKUBE_INPUTS_SHA256";
 
 fn unit_spec(
@@ -833,7 +831,7 @@ fn unit_spec(
             })
         }
     };
-    hostd::UnitSpec {
+    let mut spec = hostd::UnitSpec {
         name: format!("{}{}", unit_prefix(cluster), unit.name),
         command,
         args: unit.args.clone(),
@@ -846,9 +844,15 @@ fn unit_spec(
         }),
         log_file: format!("{root}/logs/{}.log", unit.name),
         bundle_version,
-        env: [(INPUTS_DIGEST_ENV.to_string(), inputs_digest)].into(),
         ..Default::default()
+    };
+    if unit.reloads_on_sigusr2 {
+        spec.reload_signal = hostd::ReloadSignal::Sigusr2 as i32;
+        spec.reload_digest = inputs_digest;
+    } else {
+        spec.env = [(INPUTS_DIGEST_ENV.to_string(), inputs_digest)].into();
     }
+    spec
 }
 
 /// Each etcd member's health, asked over TLS with the health-check client certificate.

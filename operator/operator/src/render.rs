@@ -42,6 +42,9 @@ pub struct DesiredUnit {
     pub program: Program,
     pub args: Vec<String>,
     pub readiness: Readiness,
+    /// Whether the program re-reads its files on SIGUSR2 (HAProxy's master-worker mode), so
+    /// new files need no restart.
+    pub reloads_on_sigusr2: bool,
 }
 
 /// Everything one host runs for the Cluster.
@@ -172,6 +175,7 @@ pub fn etcd_member(
             program: Program::System("etcd".into()),
             args: merge_flags(flags, &spec.components.etcd),
             readiness: Readiness::HttpGet(format!("http://127.0.0.1:{ETCD_METRICS_PORT}/health")),
+            reloads_on_sigusr2: false,
         }],
     }
 }
@@ -245,6 +249,7 @@ pub fn control_plane_host(
             program: Program::Bundle(APISERVER_BINARY.into()),
             args: merge_flags(flags, &spec.components.apiserver),
             readiness: Readiness::HttpGet(format!("https://127.0.0.1:{APISERVER_PORT}/readyz")),
+            reloads_on_sigusr2: false,
         });
     }
     for (unit, binary, port, kubeconfig, leaf, extra) in [
@@ -289,6 +294,7 @@ pub fn control_plane_host(
             program: Program::Bundle(binary.into()),
             args: merge_flags(flags, extra),
             readiness: Readiness::HttpGet(format!("https://127.0.0.1:{port}/healthz")),
+            reloads_on_sigusr2: false,
         });
     }
     plan
@@ -341,6 +347,7 @@ pub fn load_balancer(
             program: Program::System("haproxy".into()),
             args,
             readiness: Readiness::Tcp(format!("{}:{port}", url_host(paths.address))),
+            reloads_on_sigusr2: true,
         }],
     }
 }

@@ -96,6 +96,17 @@ pub fn signal_group(group: u32, signal: Signal) {
     }
 }
 
+/// Sends `signal` to the process `pid` alone; a process already gone is not an error.
+pub fn signal_process(pid: u32, signal: Signal) {
+    let Ok(raw) = i32::try_from(pid) else {
+        return;
+    };
+    match nix::sys::signal::kill(Pid::from_raw(raw), signal) {
+        Ok(()) | Err(Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(pid, %signal, "signalling a process: {e}"),
+    }
+}
+
 /// A started unit process.
 pub struct Spawned {
     pub child: tokio::process::Child,

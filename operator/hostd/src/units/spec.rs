@@ -97,6 +97,29 @@ pub struct UnitSpec {
     pub log_file: PathBuf,
     pub bundle_version: Option<String>,
     pub stop_grace_period_seconds: u32,
+    /// Sent to the main process to apply a change of `reload_digest` alone (records written
+    /// before reloads existed have neither).
+    #[serde(default)]
+    pub reload_signal: Option<ReloadSignal>,
+    #[serde(default)]
+    pub reload_digest: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReloadSignal {
+    Hangup,
+    User1,
+    User2,
+}
+
+impl ReloadSignal {
+    pub fn signal(self) -> nix::sys::signal::Signal {
+        match self {
+            ReloadSignal::Hangup => nix::sys::signal::Signal::SIGHUP,
+            ReloadSignal::User1 => nix::sys::signal::Signal::SIGUSR1,
+            ReloadSignal::User2 => nix::sys::signal::Signal::SIGUSR2,
+        }
+    }
 }
 
 /// What a spec's defaults and checks depend on.
@@ -224,6 +247,13 @@ impl UnitSpec {
             } else {
                 spec.stop_grace_period_seconds
             },
+            reload_signal: match api::ReloadSignal::try_from(spec.reload_signal) {
+                Ok(api::ReloadSignal::Sighup) => Some(ReloadSignal::Hangup),
+                Ok(api::ReloadSignal::Sigusr1) => Some(ReloadSignal::User1),
+                Ok(api::ReloadSignal::Sigusr2) => Some(ReloadSignal::User2),
+                _ => None,
+            },
+            reload_digest: spec.reload_digest.clone(),
             name,
         })
     }
@@ -244,6 +274,13 @@ impl UnitSpec {
             log_file: self.log_file.display().to_string(),
             bundle_version: self.bundle_version.clone().unwrap_or_default(),
             stop_grace_period_seconds: self.stop_grace_period_seconds,
+            reload_signal: match self.reload_signal {
+                None => api::ReloadSignal::None,
+                Some(ReloadSignal::Hangup) => api::ReloadSignal::Sighup,
+                Some(ReloadSignal::User1) => api::ReloadSignal::Sigusr1,
+                Some(ReloadSignal::User2) => api::ReloadSignal::Sigusr2,
+            } as i32,
+            reload_digest: self.reload_digest.clone(),
         }
     }
 

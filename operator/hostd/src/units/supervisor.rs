@@ -302,6 +302,16 @@ impl Supervisor {
             }
             return EnsureAction::Unchanged;
         }
+        if let (Some(signal), State::Running(running)) =
+            (reload_signal(&self.spec, &spec), &self.state)
+        {
+            tracing::info!(unit = %self.spec.name, %signal, "configuration changed; reloading");
+            process::signal_process(running.pid, signal);
+            self.spec = spec;
+            self.view().spec = self.spec.clone();
+            self.persist_or_log();
+            return EnsureAction::Reloaded;
+        }
         tracing::info!(unit = %self.spec.name, "spec changed; restarting");
         self.stop_process().await;
         self.spec = spec;
@@ -515,4 +525,15 @@ impl Supervisor {
             self.view().message = e.to_string();
         }
     }
+}
+
+/// The signal that applies `next` to a process running `current`, when they differ only in
+/// their reload digest and the unit has a reload signal.
+fn reload_signal(current: &UnitSpec, next: &UnitSpec) -> Option<Signal> {
+    let signal = next.reload_signal?.signal();
+    let same_otherwise = UnitSpec {
+        reload_digest: next.reload_digest.clone(),
+        ..current.clone()
+    } == *next;
+    same_otherwise.then_some(signal)
 }
