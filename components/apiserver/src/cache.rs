@@ -125,6 +125,9 @@ struct Watcher {
     id: u64,
     /// The key prefix it watches (a namespace, or the whole type).
     prefix: String,
+    /// It has every change up to this revision already (from its initial state, its replay or
+    /// the client's own list): only newer ones are sent.
+    after: i64,
     tx: mpsc::Sender<Arc<CacheEvent>>,
     /// Dropped when the cache cuts the watcher off, which its subscription sees at once even
     /// while it waits on a client that stopped reading.
@@ -140,8 +143,10 @@ struct State {
     history: VecDeque<Arc<CacheEvent>>,
     /// Watches may resume from any resourceVersion at or after this one.
     history_start: i64,
-    /// The newest revision trimmed off the front of the history.
-    trimmed: i64,
+    /// While the changes from before the load are still arriving from etcd (until the first
+    /// newer change shows they are all in): the newest of them so far. A watch that resumes
+    /// from before the load has every change up to here.
+    replayed: Option<i64>,
     watchers: Vec<Watcher>,
 }
 
@@ -201,8 +206,13 @@ impl Cache {
         })
     }
 
-    pub fn revision(&self) -> i64 {
-        self.state.read().map(|s| s.revision).unwrap_or(0)
+    /// The revision up to which every change has reached every watcher that needs it: what a
+    /// bookmark may carry.
+    pub fn delivered(&self) -> i64 {
+        self.state
+            .read()
+            .map(|s| s.replayed.unwrap_or(s.revision))
+            .unwrap_or(0)
     }
 
     /// Waits up to `limit` until the cache has applied every change up to `revision` (0: until
@@ -286,6 +296,8 @@ impl Cache {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut initial = Vec::new();
         let mut replay = Vec::new();
+        let mut revision = state.revision;
+        let mut after = state.revision;
         match from {
             From::Now => {
                 initial = state
@@ -308,14 +320,20 @@ impl Cache {
                     .filter(|e| e.revision > rv && e.key.starts_with(prefix))
                     .cloned()
                     .collect();
+                // A watch from before the load while etcd is still replaying that time: the
+                // rest of the replay is sent to it as it arrives (`remember`).
+                if let Some(replayed) = state.replayed.filter(|_| rv < state.revision) {
+                    revision = rv.max(replayed);
+                }
+                after = rv;
             }
             From::Latest => {}
         }
-        let revision = state.revision;
         let (alive, cut) = watch::channel(());
         state.watchers.push(Watcher {
             id,
             prefix: prefix.to_string(),
+            after,
             tx,
             _alive: alive,
         });
@@ -351,6 +369,11 @@ impl Cache {
     async fn follow(&self, store: &Store) -> Result<(), StoreError> {
         let page = store.list(&self.prefix, None, 0, 0, false).await?;
         let loaded = page.revision;
+        // The watch starts in the past so the history also covers recent changes from before
+        // the load: clients resume from resourceVersions they got earlier (from etcd, or from
+        // another API server). Changes up to `loaded` only fill the history, and reach the
+        // watches that resume from before them.
+        let mut from = (loaded - self.capacity as i64 + 1).max(1);
         {
             let mut state = self
                 .state
@@ -362,18 +385,16 @@ impl Cache {
                 .map(|s| (s.key.clone(), Arc::new(CachedObject::from_stored(s))))
                 .collect();
             state.history.clear();
-            state.history_start = loaded;
-            state.trimmed = 0;
+            // A client that listed just before this load (the first watch of a type creates
+            // its cache) resumes from before it: that must not be refused as too old.
+            state.history_start = from - 1;
+            state.replayed = Some(from - 1);
             state.revision = loaded;
             state.ready = true;
             // Watches opened before a reload may have missed changes: they end, and relist.
             state.watchers.clear();
         }
         self.revision.send_replace(loaded);
-        // The watch starts in the past so the history also covers recent changes from before
-        // the load: clients resume from resourceVersions they got earlier (from etcd, or from
-        // another API server). Changes up to `loaded` only fill the history.
-        let mut from = (loaded - self.capacity as i64 + 1).max(1);
         'open: loop {
             let mut stream = store.watch(&self.prefix, from).await?;
             let mut primed = false;
@@ -382,6 +403,7 @@ impl Cache {
                 if compacted > 0 {
                     if !primed && compacted <= loaded + 1 && compacted > from {
                         from = compacted;
+                        self.compacted_before(from);
                         continue 'open;
                     }
                     return Err(StoreError::Compacted);
@@ -398,10 +420,7 @@ impl Cache {
                         self.remember(event)?;
                         continue;
                     }
-                    if !primed {
-                        primed = true;
-                        self.primed(from);
-                    }
+                    primed = true;
                     self.apply(event)?;
                 }
             }
@@ -409,15 +428,19 @@ impl Cache {
         }
     }
 
-    /// The history now holds every change after `from - 1`.
-    fn primed(&self, from: i64) {
+    /// etcd compacted the changes before `from` away before replaying them: watches that
+    /// resume from before it may have missed some, and end (their clients relist).
+    fn compacted_before(&self, from: i64) {
         if let Ok(mut state) = self.state.write() {
-            let oldest = (from - 1).max(state.trimmed);
-            state.history_start = state.history_start.min(oldest);
+            let oldest = from - 1;
+            state.history_start = state.history_start.max(oldest);
+            state.replayed = state.replayed.map(|r| r.max(oldest));
+            state.watchers.retain(|w| w.after >= oldest);
         }
     }
 
-    /// Records a change from before the load in the history only (the load already has it).
+    /// Records a change from before the load in the history (the load already has it), and
+    /// sends it to the watches that resume from before it.
     fn remember(&self, event: &etcd_client::Event) -> Result<(), StoreError> {
         let Some(kv) = event.kv() else { return Ok(()) };
         let current = match event.event_type() {
@@ -436,20 +459,42 @@ impl Cache {
             .state
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        state.history.push_back(Arc::new(CacheEvent {
+        let event = Arc::new(CacheEvent {
             revision: kv.mod_revision(),
             key: String::from_utf8_lossy(kv.key()).into_owned(),
             current,
             previous,
             lines: Default::default(),
             parsed: Default::default(),
-        }));
+        });
+        state.replayed = state.replayed.map(|r| r.max(event.revision));
+        self.record(&mut state, event);
+        Ok(())
+    }
+
+    /// Appends a change to the history and sends it to the watchers that need it.
+    fn record(&self, state: &mut State, event: Arc<CacheEvent>) {
+        state.history.push_back(event.clone());
         while state.history.len() > self.capacity {
             if let Some(old) = state.history.pop_front() {
-                state.trimmed = old.revision;
+                state.history_start = state.history_start.max(old.revision);
             }
         }
-        Ok(())
+        // A watcher whose queue is full is dropped here: its stream ends with 410 and it
+        // relists, while everyone else keeps receiving.
+        state.watchers.retain(|w| {
+            if event.revision <= w.after || !event.key.starts_with(&w.prefix) {
+                return true;
+            }
+            match w.tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    tracing::debug!(watcher = w.id, "watcher fell behind; closing it");
+                    false
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            }
+        });
     }
 
     fn apply(&self, event: &etcd_client::Event) -> Result<(), StoreError> {
@@ -478,28 +523,9 @@ impl Cache {
             lines: Default::default(),
             parsed: Default::default(),
         });
-        state.history.push_back(event.clone());
-        while state.history.len() > self.capacity {
-            if let Some(old) = state.history.pop_front() {
-                state.trimmed = old.revision;
-                state.history_start = state.history_start.max(old.revision);
-            }
-        }
-        // A watcher whose queue is full is dropped here: its stream ends with 410 and it
-        // relists, while everyone else keeps receiving.
-        state.watchers.retain(|w| {
-            if !event.key.starts_with(&w.prefix) {
-                return true;
-            }
-            match w.tx.try_send(event.clone()) {
-                Ok(()) => true,
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    tracing::debug!(watcher = w.id, "watcher fell behind; closing it");
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
-        });
+        // A change after the load: the replay of the time before it is complete.
+        state.replayed = None;
+        self.record(&mut state, event);
         state.revision = state.revision.max(revision);
         let now = state.revision;
         drop(state);

@@ -297,7 +297,7 @@ async fn run(
             _ = ticker.tick(), if request.bookmarks => {
                 // Read the cache's revision before looking at the queue: once the queue is
                 // empty, every event up to that revision has reached this watcher.
-                let current = cache.revision();
+                let current = cache.delivered();
                 if subscription.events.is_empty() {
                     revision = revision.max(current);
                 }

@@ -1,7 +1,8 @@
 //! The watch cache under kube-runtime and at scale: watchers (plain and streaming-list) that
 //! come back after their resourceVersion left the history relist and end with exactly the
-//! right state; a watcher that stops reading is cut off while a thousand others keep
-//! receiving; paginated lists under concurrent writes return each object once, as of one
+//! right state; the first watch on a new custom resource type resumes from its list and sees
+//! the type's first object; a watcher that stops reading is cut off while a thousand others
+//! keep receiving; paginated lists under concurrent writes return each object once, as of one
 //! revision.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -13,8 +14,10 @@ use std::time::Duration;
 use futures::{StreamExt, TryStreamExt};
 use hakube_e2e::{eventually, ControlPlane};
 use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{
-    Api, ListParams, Patch, PatchParams, PostParams, VersionMatch, WatchEvent, WatchParams,
+    Api, ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams, VersionMatch,
+    WatchEvent, WatchParams,
 };
 use kube::runtime::{reflector, watcher, WatchStreamExt};
 use kube::ResourceExt;
@@ -108,6 +111,206 @@ fn kube_runtime_watchers_relist_after_their_version_left_the_history() {
             }
             assert_eq!(names, expected, "{what} after relisting");
             assert_eq!(store.state().len(), expected.len(), "{what}: no duplicates");
+        }
+    });
+}
+
+/// `things.<group>`, namespaced, keeping whatever fields its objects have.
+fn things_crd(group: &str) -> CustomResourceDefinition {
+    serde_json::from_value(json!({
+        "metadata": {"name": format!("things.{group}")},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"plural": "things", "singular": "thing", "kind": "Thing"},
+            "versions": [{
+                "name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema":
+                    {"type": "object", "x-kubernetes-preserve-unknown-fields": true}},
+            }],
+        },
+    }))
+    .expect("a CRD")
+}
+
+fn things(client: &kube::Client, group: &str) -> Api<DynamicObject> {
+    let resource = ApiResource {
+        group: group.into(),
+        version: "v1".into(),
+        api_version: format!("{group}/v1"),
+        kind: "Thing".into(),
+        plural: "things".into(),
+    };
+    Api::namespaced_with(client.clone(), "default", &resource)
+}
+
+/// Creates the Thing `first` as soon as its type is served (a moment after the CRD is stored).
+async fn create_first(api: &Api<DynamicObject>, group: &str) {
+    let thing: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": format!("{group}/v1"), "kind": "Thing",
+        "metadata": {"name": "first"}, "spec": {"size": 1},
+    }))
+    .expect("a Thing");
+    for _ in 0..100 {
+        match api.create(&PostParams::default(), &thing).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("creating the first Thing: {e}"),
+        }
+    }
+    panic!("things.{group} was never served");
+}
+
+/// The first list kube-runtime's watcher makes: paginated and consistent, so etcd answers it
+/// and no watch cache exists for the type yet. Returns the names and the resourceVersion.
+async fn first_list(api: &Api<DynamicObject>) -> (BTreeSet<String>, String) {
+    for _ in 0..100 {
+        match api.list(&ListParams::default().limit(500)).await {
+            Ok(list) => {
+                let names = list.items.iter().map(|o| o.name_any()).collect();
+                return (names, list.metadata.resource_version.unwrap_or_default());
+            }
+            Err(kube::Error::Api(e)) if e.code == 404 => {
+                tokio::time::sleep(Duration::from_millis(20)).await
+            }
+            Err(e) => panic!("listing: {e}"),
+        }
+    }
+    panic!("the type was never served");
+}
+
+/// The first watch on a custom resource type makes its watch cache, which loads after the
+/// client's list whenever anything else was written in between: the watch resumes from before
+/// the load, and must be served, not refused as too old. (A 410 there sends every watcher of a
+/// kube-runtime Controller into a relist; with its shared backoff, a relisted object can be
+/// looked up before the store holds it and its reconcile is dropped: the operator then never
+/// reconciled the Cluster created right after its CRD.)
+#[test]
+fn a_watch_on_a_new_custom_resource_type_sees_the_first_object() {
+    let cp = ControlPlane::start();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let client = cp.kube_client().await;
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+        let unrelated = move |name: String| {
+            let configmaps = configmaps.clone();
+            async move {
+                configmaps
+                    .create(&PostParams::default(), &configmap(&name, "x"))
+                    .await
+                    .unwrap();
+            }
+        };
+
+        // kube-runtime's requests spelled out: list, another write, then the watch from the
+        // list's resourceVersion, with the first object created before, between or after.
+        for round in 0..2 {
+            for (case, when) in ["before the list", "before the watch", "after the watch"]
+                .into_iter()
+                .enumerate()
+            {
+                let group = format!("w{round}{case}.example.com");
+                crds.create(&PostParams::default(), &things_crd(&group))
+                    .await
+                    .unwrap();
+                let api = things(&client, &group);
+                if case == 0 {
+                    create_first(&api, &group).await;
+                }
+                let (listed, rv) = first_list(&api).await;
+                if case == 1 {
+                    create_first(&api, &group).await;
+                }
+                unrelated(format!("u{round}{case}")).await;
+                // Bookmarks on, as kube-runtime asks.
+                let params = WatchParams::default();
+                let mut events = api.watch(&params, &rv).await.unwrap().boxed();
+                if case == 2 {
+                    create_first(&api, &group).await;
+                }
+                let mut seen = listed.contains("first");
+                // A refused watch fails at once; otherwise wait for the object.
+                let wait = if seen { 500 } else { 5000 };
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(wait);
+                while !(seen && case > 0) {
+                    match tokio::time::timeout_at(deadline, events.try_next()).await {
+                        Err(_) => break,
+                        Ok(Ok(Some(WatchEvent::Added(o)))) if o.name_any() == "first" => {
+                            seen = true
+                        }
+                        Ok(Ok(Some(WatchEvent::Error(e)))) => {
+                            panic!("created {when}: the watch from {rv} failed: {e:?}")
+                        }
+                        Ok(Ok(Some(_))) => {}
+                        Ok(Ok(None)) => panic!("created {when}: the watch from {rv} ended"),
+                        Ok(Err(e)) => panic!("created {when}: the watch from {rv}: {e}"),
+                    }
+                }
+                assert!(seen, "created {when}: the first Thing never arrived");
+            }
+        }
+
+        // kube-runtime's watcher as a Controller runs it, started before the CRD exists (its
+        // lists get 404 until the type is served) or right after it, with other writes going
+        // on: it sees the first object without having to relist.
+        for (case, before_crd) in [(3, true), (4, false), (5, true), (6, false)] {
+            let group = format!("w{case}.example.com");
+            let api = things(&client, &group);
+            if !before_crd {
+                crds.create(&PostParams::default(), &things_crd(&group))
+                    .await
+                    .unwrap();
+            }
+            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+            let watch = tokio::spawn(
+                watcher(api.clone(), watcher::Config::default())
+                    .default_backoff()
+                    .for_each(move |event| {
+                        let _ = tx.send(event);
+                        async {}
+                    }),
+            );
+            let writes = tokio::spawn({
+                let unrelated = unrelated.clone();
+                async move {
+                    for i in 0..10 {
+                        unrelated(format!("c{case}-{i}")).await;
+                        tokio::time::sleep(Duration::from_millis(3)).await;
+                    }
+                }
+            });
+            if before_crd {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                crds.create(&PostParams::default(), &things_crd(&group))
+                    .await
+                    .unwrap();
+            }
+            create_first(&api, &group).await;
+            let seen = tokio::time::timeout(Duration::from_secs(8), async {
+                while let Some(event) = rx.recv().await {
+                    match event {
+                        Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o))
+                            if o.name_any() == "first" =>
+                        {
+                            return true
+                        }
+                        Err(watcher::Error::WatchError(e)) => {
+                            panic!("watcher on {group} had to relist: {e:?}")
+                        }
+                        // The lists before the type is served.
+                        _ => {}
+                    }
+                }
+                false
+            })
+            .await
+            .unwrap_or(false);
+            watch.abort();
+            writes.await.unwrap();
+            assert!(seen, "the watcher on {group} never saw the first Thing");
         }
     });
 }
