@@ -6,12 +6,9 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http::{Method, StatusCode};
-use http_body_util::BodyExt;
 use serde_json::{json, Value};
 
-use crate::scheduler::{create_namespace, for_each, list_resource_version, post};
+use crate::scheduler::{create_namespace, follow_watch, for_each, list_resource_version, post};
 use crate::watchcache::Api;
 use crate::{ApiTarget, LoadError};
 
@@ -67,35 +64,9 @@ async fn watch_until_created(
     let path = format!(
         "/api/v1/namespaces/{DEPLOYMENT_NAMESPACE}/pods?watch=true&resourceVersion={resource_version}"
     );
-    let resp = api.send(Method::GET, &path, None, Bytes::new()).await?;
-    if resp.status() != StatusCode::OK {
-        return Err(LoadError::Status {
-            code: resp.status().as_u16(),
-            body: "watch refused".into(),
-        });
-    }
-    let mut body = resp.into_body();
-    let mut buffer: Vec<u8> = Vec::new();
     let mut created: HashSet<String> = HashSet::new();
-    while created.len() < count {
-        let Some(frame) = body.frame().await else {
-            return Err(LoadError::Unexpected(format!(
-                "the watch ended with {} of {count} pods created",
-                created.len()
-            )));
-        };
-        let Ok(data) = frame?.into_data() else {
-            continue;
-        };
-        buffer.extend_from_slice(&data);
-        while let Some(end) = buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=end).collect();
-            let Ok(event) = serde_json::from_slice::<Value>(&line) else {
-                continue;
-            };
-            if event["type"] != "ADDED" {
-                continue;
-            }
+    follow_watch(api, &path, |event| {
+        if event["type"] == "ADDED" {
             if let Some(name) = event
                 .pointer("/object/metadata/name")
                 .and_then(Value::as_str)
@@ -103,7 +74,9 @@ async fn watch_until_created(
                 created.insert(name.to_string());
             }
         }
-    }
+        created.len() >= count
+    })
+    .await?;
     Ok(Instant::now())
 }
 

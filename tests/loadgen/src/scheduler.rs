@@ -154,16 +154,13 @@ pub struct SchedulerRun {
     pub per_node_max: usize,
 }
 
-/// Counts pods seen bound on a watch of the namespace until all `count` are.
-async fn watch_until_bound(
+/// Reads the watch at `path` event by event until `done` says so; an ended watch is an error.
+pub(crate) async fn follow_watch(
     api: &Api,
-    resource_version: &str,
-    count: usize,
-) -> Result<(Instant, Instant, BTreeMap<String, usize>), LoadError> {
-    let path = format!(
-        "/api/v1/namespaces/{SCHEDULED_NAMESPACE}/pods?watch=true&resourceVersion={resource_version}&allowWatchBookmarks=false"
-    );
-    let resp = api.send(Method::GET, &path, None, Bytes::new()).await?;
+    path: &str,
+    mut done: impl FnMut(&Value) -> bool,
+) -> Result<(), LoadError> {
+    let resp = api.send(Method::GET, path, None, Bytes::new()).await?;
     if resp.status() != StatusCode::OK {
         return Err(LoadError::Status {
             code: resp.status().as_u16(),
@@ -172,15 +169,9 @@ async fn watch_until_bound(
     }
     let mut body = resp.into_body();
     let mut buffer: Vec<u8> = Vec::new();
-    let mut bound: HashSet<String> = HashSet::new();
-    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
-    let mut first = None;
-    while bound.len() < count {
+    loop {
         let Some(frame) = body.frame().await else {
-            return Err(LoadError::Unexpected(format!(
-                "the watch ended with {} of {count} pods bound",
-                bound.len()
-            )));
+            return Err(LoadError::Unexpected("the watch ended early".into()));
         };
         let Ok(data) = frame?.into_data() else {
             continue;
@@ -191,21 +182,42 @@ async fn watch_until_bound(
             let Ok(event) = serde_json::from_slice::<Value>(&line) else {
                 continue;
             };
-            let object = &event["object"];
-            if let (Some(name), Some(node)) = (
-                object.pointer("/metadata/name").and_then(Value::as_str),
-                object
-                    .pointer("/spec/nodeName")
-                    .and_then(Value::as_str)
-                    .filter(|n| !n.is_empty()),
-            ) {
-                if bound.insert(name.to_string()) {
-                    first.get_or_insert_with(Instant::now);
-                    *per_node.entry(node.to_string()).or_insert(0) += 1;
-                }
+            if done(&event) {
+                return Ok(());
             }
         }
     }
+}
+
+/// Counts pods seen bound on a watch of the namespace until all `count` are.
+async fn watch_until_bound(
+    api: &Api,
+    resource_version: &str,
+    count: usize,
+) -> Result<(Instant, Instant, BTreeMap<String, usize>), LoadError> {
+    let path = format!(
+        "/api/v1/namespaces/{SCHEDULED_NAMESPACE}/pods?watch=true&resourceVersion={resource_version}&allowWatchBookmarks=false"
+    );
+    let mut bound: HashSet<String> = HashSet::new();
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    let mut first = None;
+    follow_watch(api, &path, |event| {
+        let object = &event["object"];
+        if let (Some(name), Some(node)) = (
+            object.pointer("/metadata/name").and_then(Value::as_str),
+            object
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty()),
+        ) {
+            if bound.insert(name.to_string()) {
+                first.get_or_insert_with(Instant::now);
+                *per_node.entry(node.to_string()).or_insert(0) += 1;
+            }
+        }
+        bound.len() >= count
+    })
+    .await?;
     let now = Instant::now();
     Ok((first.unwrap_or(now), now, per_node))
 }
