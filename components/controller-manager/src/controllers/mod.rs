@@ -9,8 +9,11 @@ use futures::FutureExt;
 
 use crate::context::Context;
 
+pub mod informer;
+pub mod node_lifecycle;
 pub mod root_ca;
 pub mod serviceaccount;
+pub mod taint_eviction;
 
 /// One controller: its upstream name (as `--controllers` and upstream's logs spell it), the
 /// short alias upstream still accepts, and how to run it.
@@ -35,6 +38,18 @@ pub fn all() -> Vec<Descriptor> {
             alias: "root-ca-cert-publisher",
             enabled_by_default: true,
             run: |ctx| root_ca::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "node-lifecycle-controller",
+            alias: "nodelifecycle",
+            enabled_by_default: true,
+            run: |ctx| node_lifecycle::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "taint-eviction-controller",
+            alias: "taint-eviction-controller",
+            enabled_by_default: true,
+            run: |ctx| taint_eviction::run(ctx).boxed(),
         },
     ]
 }
