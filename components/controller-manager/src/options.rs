@@ -39,6 +39,12 @@ pub struct Options {
     /// The prefix length of each node's podCIDR (default 24 for IPv4, 64 for IPv6).
     #[arg(long = "node-cidr-mask-size")]
     pub node_cidr_mask_size: Option<u8>,
+    /// The prefix length of each node's IPv4 podCIDR in a dual-stack cluster.
+    #[arg(long = "node-cidr-mask-size-ipv4")]
+    pub node_cidr_mask_size_ipv4: Option<u8>,
+    /// The prefix length of each node's IPv6 podCIDR in a dual-stack cluster.
+    #[arg(long = "node-cidr-mask-size-ipv6")]
+    pub node_cidr_mask_size_ipv6: Option<u8>,
     /// The Service cluster IP range (node IPAM never hands it out).
     #[arg(long = "service-cluster-ip-range")]
     pub service_cluster_ip_range: Option<String>,

@@ -172,3 +172,77 @@ fn silent_node_is_marked_unknown_tainted_and_evicted_then_recovers() {
         || ready_condition(&cp, "node-1")["status"] == "True" && taints(&cp, "node-1").is_empty(),
     );
 }
+
+fn pod_cidrs(cp: &ControlPlane, node: &str) -> Vec<String> {
+    cp.get_json(&["node", node])["spec"]["podCIDRs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|c| c.as_str().map(str::to_string))
+        .collect()
+}
+
+fn event_reasons(cp: &ControlPlane) -> Vec<String> {
+    cp.get_json(&["events", "-A"])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| e["reason"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn node_ipam_hands_out_distinct_blocks_and_reuses_released_ones() {
+    let cp = ControlPlane::start();
+    let nodes = SimulatedNodes::start(&cp, &["node-1", "node-2"]);
+    // Four /25 blocks, the first taken by the Service range: room for three nodes.
+    let kcm = Component::start(
+        &cp,
+        "hakube-controller-manager",
+        &[
+            "--controllers=nodeipam",
+            "--allocate-node-cidrs",
+            "--cluster-cidr=10.244.0.0/23",
+            "--node-cidr-mask-size=25",
+            "--service-cluster-ip-range=10.244.0.0/25",
+        ],
+    );
+    wait(
+        &kcm,
+        "two nodes with podCIDRs",
+        Duration::from_secs(10),
+        || !pod_cidrs(&cp, "node-1").is_empty() && !pod_cidrs(&cp, "node-2").is_empty(),
+    );
+    nodes.add(hakube_e2e::simulated::NodeTemplate::new("node-3", "zone-a"));
+    eventually("node-3 gets a block", Duration::from_secs(10), || {
+        !pod_cidrs(&cp, "node-3").is_empty()
+    });
+    let mut all: Vec<String> = ["node-1", "node-2", "node-3"]
+        .iter()
+        .flat_map(|n| pod_cidrs(&cp, n))
+        .collect();
+    all.sort();
+    assert_eq!(
+        all,
+        vec!["10.244.0.128/25", "10.244.1.0/25", "10.244.1.128/25"]
+    );
+    assert_eq!(
+        cp.get_json(&["node", "node-1"])["spec"]["podCIDR"],
+        pod_cidrs(&cp, "node-1")[0]
+    );
+
+    nodes.add(hakube_e2e::simulated::NodeTemplate::new("node-4", "zone-a"));
+    eventually("CIDRNotAvailable", Duration::from_secs(10), || {
+        event_reasons(&cp).iter().any(|r| r == "CIDRNotAvailable")
+    });
+    assert!(pod_cidrs(&cp, "node-4").is_empty());
+    let freed = pod_cidrs(&cp, "node-1");
+    cp.ok(&["delete", "node", "node-1"]);
+    eventually(
+        "node-4 gets the released block",
+        Duration::from_secs(10),
+        || pod_cidrs(&cp, "node-4") == freed,
+    );
+}

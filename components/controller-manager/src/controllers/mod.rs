@@ -10,6 +10,7 @@ use futures::FutureExt;
 use crate::context::Context;
 
 pub mod informer;
+pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod root_ca;
 pub mod serviceaccount;
@@ -44,6 +45,12 @@ pub fn all() -> Vec<Descriptor> {
             alias: "nodelifecycle",
             enabled_by_default: true,
             run: |ctx| node_lifecycle::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "node-ipam-controller",
+            alias: "nodeipam",
+            enabled_by_default: true,
+            run: |ctx| node_ipam::run(ctx).boxed(),
         },
         Descriptor {
             name: "taint-eviction-controller",
