@@ -246,3 +246,54 @@ fn node_ipam_hands_out_distinct_blocks_and_reuses_released_ones() {
         || pod_cidrs(&cp, "node-4") == freed,
     );
 }
+
+#[test]
+fn pod_gc_collects_orphans_and_old_terminated_pods() {
+    let cp = ControlPlane::start();
+    let _nodes = SimulatedNodes::start(&cp, &["node-1", "node-2"]);
+    let kcm = Component::start(
+        &cp,
+        "hakube-controller-manager",
+        &[
+            "--controllers=podgc",
+            "--terminated-pod-gc-threshold=2",
+            "--pod-gc-check-period=1s",
+            "--pod-gc-quarantine-time=2s",
+        ],
+    );
+    cp.ok_stdin(&["apply", "-f", "-"], &pod_on("orphan", "node-2", ""));
+    eventually("orphan running", Duration::from_secs(10), || {
+        cp.ok(&["get", "pod", "orphan", "-o", "jsonpath={.status.phase}"]) == "Running"
+    });
+    cp.ok(&["delete", "node", "node-2"]);
+    wait(
+        &kcm,
+        "the pod of the deleted node collected",
+        Duration::from_secs(10),
+        || {
+            cp.ok(&["get", "pods", "--ignore-not-found", "-o", "name"])
+                .lines()
+                .all(|l| l != "pod/orphan")
+        },
+    );
+
+    for i in 1..=4 {
+        let pod = format!(
+            r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"done-{i}","annotations":{{"e2e.hakube.io/exit-code":"0"}}}},
+                "spec":{{"nodeName":"node-1","containers":[{{"name":"c","image":"busybox"}}]}}}}"#
+        );
+        cp.ok_stdin(&["apply", "-f", "-"], &pod);
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    wait(
+        &kcm,
+        "the two oldest terminated pods collected",
+        Duration::from_secs(15),
+        || {
+            cp.ok(&["get", "pods", "-o", "name"])
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                == vec!["pod/done-3", "pod/done-4"]
+        },
+    );
+}

@@ -12,6 +12,7 @@ use crate::context::Context;
 pub mod informer;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod pod_gc;
 pub mod root_ca;
 pub mod serviceaccount;
 pub mod taint_eviction;
@@ -51,6 +52,12 @@ pub fn all() -> Vec<Descriptor> {
             alias: "nodeipam",
             enabled_by_default: true,
             run: |ctx| node_ipam::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "pod-garbage-collector-controller",
+            alias: "podgc",
+            enabled_by_default: true,
+            run: |ctx| pod_gc::run(ctx).boxed(),
         },
         Descriptor {
             name: "taint-eviction-controller",
