@@ -297,3 +297,122 @@ fn pod_gc_collects_orphans_and_old_terminated_pods() {
         },
     );
 }
+
+const CRD: &str = r#"{"apiVersion":"apiextensions.k8s.io/v1","kind":"CustomResourceDefinition",
+  "metadata":{"name":"widgets.example.com"},
+  "spec":{"group":"example.com","scope":"Namespaced",
+    "names":{"plural":"widgets","singular":"widget","kind":"Widget"},
+    "versions":[{"name":"v1","served":true,"storage":true,
+      "schema":{"openAPIV3Schema":{"type":"object","x-kubernetes-preserve-unknown-fields":true}}}]}}"#;
+
+fn namespace_condition(cp: &ControlPlane, ns: &str, type_: &str) -> Value {
+    cp.get_json(&["namespace", ns])["status"]["conditions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn namespace_deletion_removes_its_content_then_the_namespace() {
+    let cp = ControlPlane::start();
+    let kcm = Component::start(
+        &cp,
+        "hakube-controller-manager",
+        &["--controllers=namespace"],
+    );
+    cp.ok_stdin(&["apply", "-f", "-"], CRD);
+    cp.ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/widgets.example.com",
+        "--timeout=20s",
+    ]);
+    cp.ok(&["create", "namespace", "doomed"]);
+    cp.ok(&[
+        "-n",
+        "doomed",
+        "create",
+        "configmap",
+        "plain",
+        "--from-literal=a=b",
+    ]);
+    cp.ok(&[
+        "-n",
+        "doomed",
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "--from-literal=a=b",
+    ]);
+    cp.ok_stdin(
+        &["-n", "doomed", "apply", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"p"},"spec":{"containers":[{"name":"c","image":"busybox"}]}}"#,
+    );
+    cp.ok_stdin(
+        &["-n", "doomed", "apply", "-f", "-"],
+        r#"{"apiVersion":"example.com/v1","kind":"Widget","metadata":{"name":"w"},"spec":{"size":1}}"#,
+    );
+    cp.ok_stdin(
+        &["-n", "doomed", "apply", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"held","finalizers":["example.com/hold"]}}"#,
+    );
+    cp.ok(&["delete", "namespace", "doomed", "--wait=false"]);
+    wait(
+        &kcm,
+        "content deleted but the held ConfigMap",
+        Duration::from_secs(15),
+        || {
+            namespace_condition(&cp, "doomed", "NamespaceContentRemaining")["message"]
+                == "Some resources are remaining: configmaps. has 1 resource instances"
+        },
+    );
+    assert_eq!(
+        namespace_condition(&cp, "doomed", "NamespaceFinalizersRemaining")["message"],
+        "Some content in the namespace has finalizers remaining: example.com/hold in 1 resource instances"
+    );
+    assert_eq!(
+        namespace_condition(&cp, "doomed", "NamespaceDeletionDiscoveryFailure")["reason"],
+        "ResourcesDiscovered"
+    );
+    assert_eq!(
+        cp.ok(&["-n", "doomed", "get", "widgets,pods,secrets", "-o", "name"])
+            .trim(),
+        ""
+    );
+    assert_eq!(
+        cp.ok(&["-n", "doomed", "get", "configmaps", "-o", "name"])
+            .trim(),
+        "configmap/held"
+    );
+    assert_eq!(
+        cp.get_json(&["namespace", "doomed"])["spec"]["finalizers"],
+        serde_json::json!(["kubernetes"])
+    );
+
+    cp.ok(&[
+        "-n",
+        "doomed",
+        "patch",
+        "configmap",
+        "held",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    wait(&kcm, "the namespace gone", Duration::from_secs(15), || {
+        cp.ok(&[
+            "get",
+            "namespace",
+            "doomed",
+            "--ignore-not-found",
+            "-o",
+            "name",
+        ])
+        .trim()
+        .is_empty()
+    });
+}

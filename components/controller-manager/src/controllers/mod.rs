@@ -10,6 +10,7 @@ use futures::FutureExt;
 use crate::context::Context;
 
 pub mod informer;
+pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod pod_gc;
@@ -58,6 +59,12 @@ pub fn all() -> Vec<Descriptor> {
             alias: "podgc",
             enabled_by_default: true,
             run: |ctx| pod_gc::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "namespace-controller",
+            alias: "namespace",
+            enabled_by_default: true,
+            run: |ctx| namespace::run(ctx).boxed(),
         },
         Descriptor {
             name: "taint-eviction-controller",
