@@ -416,3 +416,182 @@ fn namespace_deletion_removes_its_content_then_the_namespace() {
         .is_empty()
     });
 }
+
+/// A ReplicaSet (no replicaset controller runs) and `pods` pods owned by it, made by hand.
+fn replica_set_with_pods(
+    cp: &ControlPlane,
+    name: &str,
+    pods: usize,
+    pod_finalizer: bool,
+) -> String {
+    cp.ok_stdin(
+        &["apply", "-f", "-"],
+        &format!(
+            r#"{{"apiVersion":"apps/v1","kind":"ReplicaSet","metadata":{{"name":"{name}"}},
+               "spec":{{"replicas":{pods},"selector":{{"matchLabels":{{"app":"{name}"}}}},
+                 "template":{{"metadata":{{"labels":{{"app":"{name}"}}}},
+                   "spec":{{"containers":[{{"name":"c","image":"busybox"}}]}}}}}}}}"#
+        ),
+    );
+    let uid = cp.get_json(&["rs", name])["metadata"]["uid"]
+        .as_str()
+        .expect("a uid")
+        .to_string();
+    for i in 0..pods {
+        let finalizers = if pod_finalizer && i == 0 {
+            r#","finalizers":["example.com/hold"]"#
+        } else {
+            ""
+        };
+        cp.ok_stdin(
+            &["apply", "-f", "-"],
+            &format!(
+                r#"{{"apiVersion":"v1","kind":"Pod","metadata":{{"name":"{name}-{i}","labels":{{"app":"{name}"}}{finalizers},
+                   "ownerReferences":[{{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"{name}","uid":"{uid}",
+                                        "controller":true,"blockOwnerDeletion":true}}]}},
+                   "spec":{{"containers":[{{"name":"c","image":"busybox"}}]}}}}"#
+            ),
+        );
+    }
+    uid
+}
+
+fn pods_of(cp: &ControlPlane, app: &str) -> Vec<Value> {
+    cp.get_json(&["pods", "-l", &format!("app={app}")])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn garbage_collector_cascades_background_foreground_and_orphan() {
+    let cp = ControlPlane::start();
+    let kcm = Component::start(
+        &cp,
+        "hakube-controller-manager",
+        &["--controllers=garbagecollector"],
+    );
+    wait(&kcm, "graph synced", Duration::from_secs(15), || {
+        kcm.log().contains("garbage collector graph synced")
+    });
+
+    // Background: the owner goes at once, its dependents after.
+    replica_set_with_pods(&cp, "bg", 2, false);
+    cp.ok(&["delete", "rs", "bg", "--cascade=background"]);
+    wait(
+        &kcm,
+        "background dependents deleted",
+        Duration::from_secs(10),
+        || pods_of(&cp, "bg").is_empty(),
+    );
+
+    // Foreground: the owner stays (with the finalizer) while a dependent remains.
+    replica_set_with_pods(&cp, "fg", 2, true);
+    cp.ok(&["delete", "rs", "fg", "--cascade=foreground", "--wait=false"]);
+    wait(
+        &kcm,
+        "foreground: unheld dependent deleted",
+        Duration::from_secs(10),
+        || {
+            let pods = pods_of(&cp, "fg");
+            pods.len() == 1 && !pods[0]["metadata"]["deletionTimestamp"].is_null()
+        },
+    );
+    let rs = cp.get_json(&["rs", "fg"]);
+    assert!(!rs["metadata"]["deletionTimestamp"].is_null());
+    assert_eq!(
+        rs["metadata"]["finalizers"],
+        serde_json::json!(["foregroundDeletion"])
+    );
+    cp.ok(&[
+        "patch",
+        "pod",
+        "fg-0",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    wait(
+        &kcm,
+        "foreground: owner deleted last",
+        Duration::from_secs(10),
+        || {
+            cp.ok(&["get", "rs", "fg", "--ignore-not-found", "-o", "name"])
+                .trim()
+                .is_empty()
+        },
+    );
+    assert!(pods_of(&cp, "fg").is_empty());
+
+    // Orphan: the owner goes, the dependents stay and forget it.
+    replica_set_with_pods(&cp, "or", 2, false);
+    cp.ok(&["delete", "rs", "or", "--cascade=orphan", "--timeout=20s"]);
+    assert!(cp
+        .ok(&["get", "rs", "or", "--ignore-not-found", "-o", "name"])
+        .trim()
+        .is_empty());
+    let pods = pods_of(&cp, "or");
+    assert_eq!(pods.len(), 2);
+    assert!(pods.iter().all(|p| p["metadata"]["ownerReferences"]
+        .as_array()
+        .is_none_or(|o| o.is_empty())));
+
+    // A dependent whose owner never existed is collected.
+    cp.ok_stdin(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"stray",
+            "ownerReferences":[{"apiVersion":"apps/v1","kind":"ReplicaSet","name":"ghost",
+                                "uid":"00000000-0000-0000-0000-000000000001"}]}}"#,
+    );
+    wait(
+        &kcm,
+        "stray dependent deleted",
+        Duration::from_secs(10),
+        || {
+            cp.ok(&[
+                "get",
+                "configmap",
+                "stray",
+                "--ignore-not-found",
+                "-o",
+                "name",
+            ])
+            .trim()
+            .is_empty()
+        },
+    );
+    assert_eq!(pods_of(&cp, "or").len(), 2, "orphans are left alone");
+}
+
+#[test]
+fn a_standby_replica_takes_over_when_the_leader_dies() {
+    let cp = ControlPlane::start();
+    let nodes = SimulatedNodes::start(&cp, &["node-1", "node-2"]);
+    let mut args = vec!["--controllers", "nodelifecycle"];
+    args.extend(NODE_TIMINGS);
+    let mut first = Component::start(&cp, "hakube-controller-manager", &args);
+    eventually("the first replica leads", Duration::from_secs(10), || {
+        first.is_leading()
+    });
+    let second = Component::start(&cp, "hakube-controller-manager", &args);
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!second.is_leading(), "only one replica leads");
+    assert!(second
+        .get("/metrics")
+        .contains("leader_election_master_status 0"));
+
+    first.kill();
+    wait(
+        &second,
+        "the second replica takes over",
+        Duration::from_secs(15),
+        || second.is_leading(),
+    );
+    nodes.silence("node-1");
+    wait(
+        &second,
+        "the new leader marks the silent node",
+        Duration::from_secs(15),
+        || ready_condition(&cp, "node-1")["status"] == "Unknown",
+    );
+}

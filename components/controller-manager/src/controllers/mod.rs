@@ -9,6 +9,7 @@ use futures::FutureExt;
 
 use crate::context::Context;
 
+pub mod garbage_collector;
 pub mod informer;
 pub mod namespace;
 pub mod node_ipam;
@@ -65,6 +66,12 @@ pub fn all() -> Vec<Descriptor> {
             alias: "namespace",
             enabled_by_default: true,
             run: |ctx| namespace::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "garbage-collector-controller",
+            alias: "garbagecollector",
+            enabled_by_default: true,
+            run: |ctx| garbage_collector::run(ctx).boxed(),
         },
         Descriptor {
             name: "taint-eviction-controller",
