@@ -93,9 +93,13 @@ fn silent_node_is_marked_unknown_tainted_and_evicted_then_recovers() {
         &["apply", "-f", "-"],
         &pod_on("forever", "node-1", &unreachable_for(None)),
     );
+    cp.ok_stdin(
+        &["apply", "-f", "-"],
+        &pod_on("patient", "node-1", &unreachable_for(Some(60))),
+    );
     eventually("pods running", Duration::from_secs(10), || {
         cp.ok(&["get", "pods", "-o", "jsonpath={.items[*].status.phase}"])
-            == "Running Running Running"
+            == "Running Running Running Running"
     });
 
     nodes.silence("node-1");
@@ -148,6 +152,7 @@ fn silent_node_is_marked_unknown_tainted_and_evicted_then_recovers() {
     );
     assert!(metrics.contains("node_collector_unhealthy_nodes_in_zone{zone=\"zone-a\"} 1"));
     assert!(metrics.contains("node_collector_zone_size{zone=\"zone-a\"} 2"));
+    assert!(metrics.contains("node_collector_zone_health{zone=\"zone-a\"} 50"));
 
     // An untolerated NoExecute taint on a live node evicts its pods at once.
     cp.ok_stdin(&["apply", "-f", "-"], &pod_on("bystander", "node-2", ""));
@@ -171,6 +176,30 @@ fn silent_node_is_marked_unknown_tainted_and_evicted_then_recovers() {
         Duration::from_secs(10),
         || ready_condition(&cp, "node-1")["status"] == "True" && taints(&cp, "node-1").is_empty(),
     );
+    // The eviction waiting for the patient pod is called off.
+    wait(&kcm, "eviction cancelled", Duration::from_secs(10), || {
+        event_messages(&cp)
+            .iter()
+            .any(|m| m == "Cancelling deletion of Pod default/patient")
+    });
+    assert!(!evicted(&cp, "patient"));
+    let messages = event_messages(&cp);
+    assert!(messages
+        .iter()
+        .any(|m| m == "Marking for deletion Pod default/now"));
+    assert!(messages
+        .iter()
+        .any(|m| m == "Node node-1 status is now: NodeNotReady"));
+}
+
+fn event_messages(cp: &ControlPlane) -> Vec<String> {
+    cp.get_json(&["events", "-A"])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|e| e["message"].as_str().map(str::to_string))
+        .collect()
 }
 
 fn pod_cidrs(cp: &ControlPlane, node: &str) -> Vec<String> {

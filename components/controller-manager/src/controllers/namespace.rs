@@ -216,7 +216,8 @@ pub async fn run(ctx: Arc<Context>) {
 
 async fn reconcile(namespace: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action, Error> {
     if namespace.metadata.deletion_timestamp.is_none() || !has_finalizer(&namespace) {
-        return Ok(Action::await_change());
+        // Looked at again every --namespace-sync-period, as upstream's resync does.
+        return Ok(Action::requeue(ctx.options.namespace_sync_period));
     }
     let timer = ctx.metrics.sync(QUEUE);
     let result = delete_namespace(&namespace, &ctx).await;
