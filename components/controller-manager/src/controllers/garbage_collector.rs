@@ -22,12 +22,12 @@ use kube::api::{
 };
 use kube::core::discovery::{verbs, ApiCapabilities, ApiResource, Scope};
 use kube::core::PartialObjectMeta;
-use kube::discovery::Discovery;
 use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::json;
 use tokio::sync::{mpsc, Semaphore};
 
 use crate::context::Context;
+use crate::controllers::discovery;
 
 const QUEUE_DELETE: &str = "garbage_collector_attempt_to_delete";
 const QUEUE_ORPHAN: &str = "garbage_collector_attempt_to_orphan";
@@ -292,7 +292,7 @@ fn collectable(resource: &ApiResource, caps: &ApiCapabilities) -> bool {
 /// What discovery says about the API's resource types.
 #[derive(Default)]
 struct Kinds {
-    /// (group, kind) → every served version's resource, the preferred first, with its scope.
+    /// (group, kind) → the resource at its group's preferred version, with its scope.
     by_kind: HashMap<(String, String), Vec<(ApiResource, Scope)>>,
 }
 
@@ -396,40 +396,32 @@ impl Collector {
         let mut watched: HashSet<(String, String)> = HashSet::new();
         let mut total = 0usize;
         loop {
-            match Discovery::new(self.ctx.client.clone()).run().await {
-                Ok(discovery) => {
+            match discovery::preferred_resources(&self.ctx.client).await {
+                Ok(discovered) => {
+                    if let Some(message) = discovered.failure_message() {
+                        // Owners of the missing groups resolve to Unknown: left alone.
+                        tracing::warn!(%message, "garbage collector discovery incomplete");
+                    }
                     let mut kinds = Kinds::default();
-                    for group in discovery.groups() {
-                        let preferred = group.preferred_version_or_latest().to_string();
-                        for version in group.versions() {
-                            for (resource, caps) in group.versioned_resources(version) {
-                                let entry = kinds
-                                    .by_kind
-                                    .entry((resource.group.clone(), resource.kind.clone()))
-                                    .or_default();
-                                if version == preferred {
-                                    entry.insert(0, (resource.clone(), caps.scope.clone()));
-                                } else {
-                                    entry.push((resource.clone(), caps.scope.clone()));
-                                }
-                            }
+                    for (resource, caps) in discovered.resources {
+                        kinds
+                            .by_kind
+                            .entry((resource.group.clone(), resource.kind.clone()))
+                            .or_default()
+                            .push((resource.clone(), caps.scope.clone()));
+                        if !collectable(&resource, &caps)
+                            || !watched.insert((resource.group.clone(), resource.plural.clone()))
+                        {
+                            continue;
                         }
-                        for (resource, caps) in group.recommended_resources() {
-                            if !collectable(&resource, &caps)
-                                || !watched
-                                    .insert((resource.group.clone(), resource.plural.clone()))
-                            {
-                                continue;
-                            }
-                            total += 1;
-                            tracing::debug!(resource = %resource.plural, group = %resource.group, "garbage collector watching");
-                            tokio::spawn(watch(
-                                self.ctx.client.clone(),
-                                resource,
-                                total,
-                                changes.clone(),
-                            ));
-                        }
+                        total += 1;
+                        tracing::debug!(resource = %resource.plural, group = %resource.group, "garbage collector watching");
+                        tokio::spawn(watch(
+                            self.ctx.client.clone(),
+                            resource,
+                            total,
+                            changes.clone(),
+                        ));
                     }
                     if let Ok(mut k) = self.kinds.lock() {
                         *k = kinds;

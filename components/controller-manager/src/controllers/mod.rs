@@ -9,6 +9,7 @@ use futures::FutureExt;
 
 use crate::context::Context;
 
+pub mod discovery;
 pub mod garbage_collector;
 pub mod informer;
 pub mod namespace;

@@ -13,13 +13,13 @@ use k8s_openapi::api::core::v1::{Namespace, NamespaceCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, PostParams};
-use kube::core::discovery::{verbs, ApiCapabilities, ApiResource, Scope};
-use kube::discovery::Discovery;
+use kube::core::discovery::{verbs, ApiCapabilities, Scope};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::watcher;
 use kube::ResourceExt;
 
 use crate::context::Context;
+use crate::controllers::discovery;
 
 const QUEUE: &str = "namespace";
 const FINALIZER: &str = "kubernetes";
@@ -188,20 +188,12 @@ fn has_finalizer(namespace: &Namespace) -> bool {
         .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
 }
 
-/// Every namespaced resource type that can be listed and deleted, at its preferred version.
-pub async fn namespaced_resources(
-    client: &kube::Client,
-) -> Result<Vec<(ApiResource, ApiCapabilities)>, kube::Error> {
-    let discovery = Discovery::new(client.clone()).run().await?;
-    Ok(discovery
-        .groups()
-        .flat_map(|g| g.recommended_resources())
-        .filter(|(_, caps)| {
-            caps.scope == Scope::Namespaced
-                && caps.supports_operation(verbs::LIST)
-                && caps.supports_operation(verbs::DELETE)
-        })
-        .collect())
+/// Whether the namespace controller deletes objects of this type: namespaced, listable and
+/// deletable.
+pub fn namespaced_content(caps: &ApiCapabilities) -> bool {
+    caps.scope == Scope::Namespaced
+        && caps.supports_operation(verbs::LIST)
+        && caps.supports_operation(verbs::DELETE)
 }
 
 pub async fn run(ctx: Arc<Context>) {
@@ -289,13 +281,20 @@ async fn delete_namespace(namespace: &Namespace, ctx: &Context) -> Result<Action
 /// Deletes every namespaced object in `namespace` and counts what is left.
 async fn delete_content(client: &kube::Client, namespace: &str) -> Outcome {
     let mut outcome = Outcome::default();
-    let resources = match namespaced_resources(client).await {
-        Ok(resources) => resources,
+    // What discovery found is deleted even when some groups failed; the failure is reported
+    // and keeps the namespace from being finalized.
+    let discovered = match discovery::preferred_resources(client).await {
+        Ok(discovered) => discovered,
         Err(error) => {
             outcome.discovery_error = Some(error.to_string());
             return outcome;
         }
     };
+    outcome.discovery_error = discovered.failure_message();
+    let resources = discovered
+        .resources
+        .into_iter()
+        .filter(|(_, caps)| namespaced_content(caps));
     for (resource, caps) in resources {
         let api = Api::<DynamicObject>::namespaced_with(client.clone(), namespace, &resource);
         let label = format!("{}.{}", resource.plural, resource.group);
