@@ -1,6 +1,7 @@
 //! Metrics shared by every controller, with upstream's workqueue names: each controller's
 //! syncs are timed and its retries counted under its queue name.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Instant;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -15,7 +16,48 @@ pub struct QueueLabels {
     pub name: String,
 }
 
+/// The node lifecycle controller's per-zone figures (upstream's `node_collector` subsystem).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ZoneLabels {
+    pub zone: String,
+}
+
+#[derive(Default)]
+pub struct NodeCollectorMetrics {
+    pub zone_health: Family<ZoneLabels, Gauge<f64, AtomicU64>>,
+    pub zone_size: Family<ZoneLabels, Gauge>,
+    pub unhealthy_nodes: Family<ZoneLabels, Gauge>,
+    pub evictions: Family<ZoneLabels, Counter>,
+}
+
+impl NodeCollectorMetrics {
+    fn register(&self, registry: &mut Registry) {
+        let collector = registry.sub_registry_with_prefix("node_collector");
+        collector.register(
+            "zone_health",
+            "Gauge measuring percentage of healthy nodes per zone.",
+            self.zone_health.clone(),
+        );
+        collector.register(
+            "zone_size",
+            "Gauge measuring number of registered Nodes per zones.",
+            self.zone_size.clone(),
+        );
+        collector.register(
+            "unhealthy_nodes_in_zone",
+            "Gauge measuring number of not Ready Nodes per zones.",
+            self.unhealthy_nodes.clone(),
+        );
+        collector.register(
+            "evictions",
+            "Number of Node evictions that happened since current instance of NodeController started.",
+            self.evictions.clone(),
+        );
+    }
+}
+
 pub struct Metrics {
+    pub node_collector: NodeCollectorMetrics,
     pub adds: Family<QueueLabels, Counter>,
     pub work_duration: Family<QueueLabels, Histogram>,
     pub retries: Family<QueueLabels, Counter>,
@@ -25,6 +67,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn register(registry: &mut Registry) -> Metrics {
         let metrics = Metrics {
+            node_collector: NodeCollectorMetrics::default(),
             adds: Family::default(),
             work_duration: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.000_01, 10.0, 10))
@@ -52,6 +95,7 @@ impl Metrics {
             "Gauge of if the reporting system is master of the relevant lease, 0 indicates backup, 1 indicates master.",
             metrics.is_leader.clone(),
         );
+        metrics.node_collector.register(registry);
         metrics
     }
 

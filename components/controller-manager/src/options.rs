@@ -39,6 +39,12 @@ pub struct Options {
     /// The prefix length of each node's podCIDR (default 24 for IPv4, 64 for IPv6).
     #[arg(long = "node-cidr-mask-size")]
     pub node_cidr_mask_size: Option<u8>,
+    /// The prefix length of each node's IPv4 podCIDR in a dual-stack cluster.
+    #[arg(long = "node-cidr-mask-size-ipv4")]
+    pub node_cidr_mask_size_ipv4: Option<u8>,
+    /// The prefix length of each node's IPv6 podCIDR in a dual-stack cluster.
+    #[arg(long = "node-cidr-mask-size-ipv6")]
+    pub node_cidr_mask_size_ipv6: Option<u8>,
     /// The Service cluster IP range (node IPAM never hands it out).
     #[arg(long = "service-cluster-ip-range")]
     pub service_cluster_ip_range: Option<String>,
@@ -46,6 +52,13 @@ pub struct Options {
     /// Terminated pods kept before the pod garbage collector deletes the oldest (0 disables).
     #[arg(long = "terminated-pod-gc-threshold", default_value_t = 12500)]
     pub terminated_pod_gc_threshold: usize,
+    /// How often the pod garbage collector looks (upstream's fixed 20 s; hidden, for tests).
+    #[arg(long = "pod-gc-check-period", default_value = "20s", value_parser = parse_duration, hide = true)]
+    pub pod_gc_check_period: Duration,
+    /// How long a pod's node must stay missing before its pods are collected (upstream's fixed
+    /// 40 s; hidden, for tests).
+    #[arg(long = "pod-gc-quarantine-time", default_value = "40s", value_parser = parse_duration, hide = true)]
+    pub pod_gc_quarantine_time: Duration,
 
     /// The cluster CA bundle that the root-ca publisher puts into every namespace's
     /// `kube-root-ca.crt` ConfigMap (the client's CA when unset).

@@ -9,8 +9,16 @@ use futures::FutureExt;
 
 use crate::context::Context;
 
+pub mod discovery;
+pub mod garbage_collector;
+pub mod informer;
+pub mod namespace;
+pub mod node_ipam;
+pub mod node_lifecycle;
+pub mod pod_gc;
 pub mod root_ca;
 pub mod serviceaccount;
+pub mod taint_eviction;
 
 /// One controller: its upstream name (as `--controllers` and upstream's logs spell it), the
 /// short alias upstream still accepts, and how to run it.
@@ -35,6 +43,42 @@ pub fn all() -> Vec<Descriptor> {
             alias: "root-ca-cert-publisher",
             enabled_by_default: true,
             run: |ctx| root_ca::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "node-lifecycle-controller",
+            alias: "nodelifecycle",
+            enabled_by_default: true,
+            run: |ctx| node_lifecycle::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "node-ipam-controller",
+            alias: "nodeipam",
+            enabled_by_default: true,
+            run: |ctx| node_ipam::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "pod-garbage-collector-controller",
+            alias: "podgc",
+            enabled_by_default: true,
+            run: |ctx| pod_gc::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "namespace-controller",
+            alias: "namespace",
+            enabled_by_default: true,
+            run: |ctx| namespace::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "garbage-collector-controller",
+            alias: "garbagecollector",
+            enabled_by_default: true,
+            run: |ctx| garbage_collector::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "taint-eviction-controller",
+            alias: "taint-eviction-controller",
+            enabled_by_default: true,
+            run: |ctx| taint_eviction::run(ctx).boxed(),
         },
     ]
 }
