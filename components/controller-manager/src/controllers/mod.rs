@@ -9,7 +9,10 @@ use futures::FutureExt;
 
 use crate::context::Context;
 
+pub mod endpoints;
+pub mod endpointslice;
 pub mod root_ca;
+pub mod service_pods;
 pub mod serviceaccount;
 
 /// One controller: its upstream name (as `--controllers` and upstream's logs spell it), the
@@ -35,6 +38,18 @@ pub fn all() -> Vec<Descriptor> {
             alias: "root-ca-cert-publisher",
             enabled_by_default: true,
             run: |ctx| root_ca::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "endpoints-controller",
+            alias: "endpoint",
+            enabled_by_default: true,
+            run: |ctx| endpoints::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "endpointslice-controller",
+            alias: "endpointslice",
+            enabled_by_default: true,
+            run: |ctx| endpointslice::run(ctx).boxed(),
         },
     ]
 }

@@ -1,0 +1,262 @@
+//! hakube-controller-manager's service-facing controllers against the real API server and
+//! etcd, with simulated nodes standing in for kubelets: Endpoints and EndpointSlices following
+//! pods, PodDisruptionBudgets guarding evictions, ResourceQuota usage, and PersistentVolume
+//! binding and reclaiming.
+
+use std::time::Duration;
+
+use hakube_e2e::components::Component;
+use hakube_e2e::simulated::SimulatedNodes;
+use hakube_e2e::{eventually, ControlPlane};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+fn controller_manager(cp: &ControlPlane, controllers: &str, extra: &[&str]) -> Component {
+    let mut args = vec!["--controllers", controllers, "--leader-elect=false"];
+    args.extend_from_slice(extra);
+    Component::start(cp, "hakube-controller-manager", &args)
+}
+
+/// A pod bound to `node` labelled app=web, serving container port `http` on `port`.
+fn web_pod(name: &str, node: &str, port: u16) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: web}}
+spec:
+  nodeName: {node}
+  containers:
+  - name: app
+    image: nginx
+    ports:
+    - name: http
+      containerPort: {port}
+"#
+    )
+}
+
+fn get_opt(cp: &ControlPlane, args: &[&str]) -> Option<Value> {
+    let mut all = vec!["get", "-o", "json"];
+    all.extend_from_slice(args);
+    let out = cp.kubectl(&all);
+    out.status
+        .success()
+        .then(|| serde_json::from_slice(&out.stdout).ok())
+        .flatten()
+}
+
+fn pod_ip(cp: &ControlPlane, name: &str) -> String {
+    let mut ip = String::new();
+    eventually(&format!("pod {name} has an IP"), WAIT, || {
+        ip = cp
+            .get_json(&["pod", name])
+            .pointer("/status/podIP")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string();
+        !ip.is_empty()
+    });
+    ip
+}
+
+/// (ready, not ready) addresses of the Endpoints `name`, each as "ip:port".
+fn endpoint_addresses(cp: &ControlPlane, name: &str) -> Option<(Vec<String>, Vec<String>)> {
+    let endpoints = get_opt(cp, &["endpoints", name])?;
+    let mut ready = Vec::new();
+    let mut not_ready = Vec::new();
+    for subset in endpoints["subsets"].as_array().into_iter().flatten() {
+        for port in subset["ports"].as_array().into_iter().flatten() {
+            for (field, out) in [
+                ("addresses", &mut ready),
+                ("notReadyAddresses", &mut not_ready),
+            ] {
+                for address in subset[field].as_array().into_iter().flatten() {
+                    out.push(format!("{}:{}", address["ip"].as_str()?, port["port"]));
+                }
+            }
+        }
+    }
+    ready.sort();
+    not_ready.sort();
+    Some((ready, not_ready))
+}
+
+/// The endpoints of the Service's EndpointSlices as "ip:port ready/serving/terminating zone".
+fn slice_endpoints(cp: &ControlPlane, service: &str) -> Vec<String> {
+    let slices = cp.get_json(&[
+        "endpointslices",
+        "-l",
+        &format!("kubernetes.io/service-name={service}"),
+    ]);
+    let mut out = Vec::new();
+    for slice in slices["items"].as_array().into_iter().flatten() {
+        for port in slice["ports"].as_array().into_iter().flatten() {
+            for endpoint in slice["endpoints"].as_array().into_iter().flatten() {
+                let c = &endpoint["conditions"];
+                out.push(format!(
+                    "{}:{} {}/{}/{} {}",
+                    endpoint["addresses"][0].as_str().unwrap_or(""),
+                    port["port"],
+                    c["ready"],
+                    c["serving"],
+                    c["terminating"],
+                    endpoint["zone"].as_str().unwrap_or("")
+                ));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+fn set_ready(cp: &ControlPlane, pod: &str, ready: bool) {
+    let status = if ready { "True" } else { "False" };
+    let patch = format!(
+        r#"{{"status":{{"conditions":[{{"type":"Ready","status":"{status}"}},{{"type":"ContainersReady","status":"{status}"}}]}}}}"#
+    );
+    let (code, body) = cp.merge_patch(
+        &format!("/api/v1/namespaces/default/pods/{pod}/status"),
+        &patch,
+    );
+    assert_eq!(code, 200, "{body}");
+}
+
+const WEB_SERVICE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  labels: {tier: front}
+spec:
+  selector: {app: web}
+  ports:
+  - name: http
+    port: 80
+    targetPort: http
+"#;
+
+#[test]
+fn endpoints_and_slices_follow_pod_readiness_with_named_ports_resolved_per_pod() {
+    let cp = ControlPlane::start();
+    let _nodes = SimulatedNodes::start(&cp, &["node-1"]);
+    let kcm = controller_manager(&cp, "endpoint,endpointslice", &[]);
+    cp.ok_stdin(&["apply", "-f", "-"], WEB_SERVICE);
+    cp.ok_stdin(&["apply", "-f", "-"], &web_pod("web-a", "node-1", 8080));
+    cp.ok_stdin(&["apply", "-f", "-"], &web_pod("web-b", "node-1", 9090));
+    let a = pod_ip(&cp, "web-a");
+    let b = pod_ip(&cp, "web-b");
+    let mut both = vec![format!("{a}:8080"), format!("{b}:9090")];
+    both.sort();
+    eventually("both pods ready in the Endpoints", WAIT, || {
+        endpoint_addresses(&cp, "web") == Some((both.clone(), vec![]))
+    });
+    let endpoints = cp.get_json(&["endpoints", "web"]);
+    assert_eq!(
+        endpoints["metadata"]["labels"]["endpointslice.kubernetes.io/skip-mirror"],
+        "true"
+    );
+    assert_eq!(endpoints["metadata"]["labels"]["tier"], "front");
+    assert!(endpoints["metadata"]["annotations"]
+        .get("endpoints.kubernetes.io/last-change-trigger-time")
+        .is_some());
+    // Different resolved ports: one subset each, each address pointing at its pod and node.
+    let subsets = endpoints["subsets"].as_array().unwrap();
+    assert_eq!(subsets.len(), 2, "{endpoints}");
+    for subset in subsets {
+        let address = &subset["addresses"][0];
+        assert_eq!(address["nodeName"], "node-1");
+        assert_eq!(address["targetRef"]["kind"], "Pod");
+        assert_eq!(subset["ports"][0]["name"], "http");
+        assert_eq!(subset["ports"][0]["protocol"], "TCP");
+    }
+
+    let mut slices_both = vec![
+        format!("{a}:8080 true/true/false zone-a"),
+        format!("{b}:9090 true/true/false zone-a"),
+    ];
+    slices_both.sort();
+    eventually("both pods ready in the EndpointSlices", WAIT, || {
+        slice_endpoints(&cp, "web") == slices_both
+    });
+    let slices = cp.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"]);
+    let slices = slices["items"].as_array().unwrap();
+    // Pods with different resolved ports sit in different slices.
+    assert_eq!(slices.len(), 2);
+    let slice_names: Vec<String> = slices
+        .iter()
+        .map(|s| s["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    for slice in slices {
+        assert!(slice["metadata"]["name"]
+            .as_str()
+            .unwrap()
+            .starts_with("web-"));
+        assert_eq!(slice["addressType"], "IPv4");
+        assert_eq!(
+            slice["metadata"]["labels"]["endpointslice.kubernetes.io/managed-by"],
+            "endpointslice-controller.k8s.io"
+        );
+        let owner = &slice["metadata"]["ownerReferences"][0];
+        assert_eq!(
+            (owner["kind"].as_str(), owner["name"].as_str()),
+            (Some("Service"), Some("web"))
+        );
+        assert_eq!(owner["controller"], true);
+        assert_eq!(slice["endpoints"][0]["nodeName"], "node-1");
+        assert_eq!(slice["endpoints"][0]["targetRef"]["kind"], "Pod");
+    }
+
+    set_ready(&cp, "web-a", false);
+    eventually("web-a among the not-ready addresses", WAIT, || {
+        endpoint_addresses(&cp, "web")
+            == Some((vec![format!("{b}:9090")], vec![format!("{a}:8080")]))
+    });
+    eventually("web-a not ready in its slice", WAIT, || {
+        slice_endpoints(&cp, "web").contains(&format!("{a}:8080 false/false/false zone-a"))
+    });
+    set_ready(&cp, "web-a", true);
+    eventually("web-a ready again", WAIT, || {
+        endpoint_addresses(&cp, "web") == Some((both.clone(), vec![]))
+            && slice_endpoints(&cp, "web") == slices_both
+    });
+    // Readiness changes rewrote the slices in place.
+    let mut now: Vec<String> =
+        cp.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"])["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["metadata"]["name"].as_str().unwrap().to_string())
+            .collect();
+    now.sort();
+    let mut before = slice_names.clone();
+    before.sort();
+    assert_eq!(now, before);
+
+    // A pod relabelled out of the selector leaves; a deleted one too.
+    cp.ok(&["label", "pod", "web-b", "app=other", "--overwrite"]);
+    eventually("web-b gone from the Endpoints", WAIT, || {
+        endpoint_addresses(&cp, "web") == Some((vec![format!("{a}:8080")], vec![]))
+    });
+    cp.ok(&["delete", "pod", "web-a", "--wait=false"]);
+    eventually("no addresses left", WAIT, || {
+        endpoint_addresses(&cp, "web") == Some((vec![], vec![]))
+            && slice_endpoints(&cp, "web").is_empty()
+    });
+
+    cp.ok(&["delete", "service", "web"]);
+    eventually(
+        "the Endpoints and slices deleted with the Service",
+        WAIT,
+        || {
+            get_opt(&cp, &["endpoints", "web"]).is_none()
+                && cp.get_json(&["endpointslices", "-l", "kubernetes.io/service-name=web"])["items"]
+                    .as_array()
+                    .is_some_and(Vec::is_empty)
+        },
+    );
+    assert!(!kcm.log().contains("panicked"));
+}
