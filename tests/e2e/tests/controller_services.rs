@@ -260,3 +260,134 @@ fn endpoints_and_slices_follow_pod_readiness_with_named_ports_resolved_per_pod()
     );
     assert!(!kcm.log().contains("panicked"));
 }
+
+/// POST pods/{pod}/eviction: the HTTP status code.
+fn evict(cp: &ControlPlane, pod: &str) -> u16 {
+    let body = format!(
+        r#"{{"apiVersion":"policy/v1","kind":"Eviction","metadata":{{"name":"{pod}","namespace":"default"}}}}"#
+    );
+    let (code, _) = cp.curl(
+        "POST",
+        &format!("/api/v1/namespaces/default/pods/{pod}/eviction"),
+        "application/json",
+        Some(body.as_bytes()),
+    );
+    code
+}
+
+fn pdb_status(cp: &ControlPlane) -> Value {
+    cp.get_json(&["pdb", "web"])["status"].clone()
+}
+
+#[test]
+fn disruption_budgets_count_pods_and_gate_evictions() {
+    let cp = ControlPlane::start();
+    let _nodes = SimulatedNodes::start(&cp, &["node-1"]);
+    let kcm = controller_manager(&cp, "disruption", &[]);
+    // A ReplicaSet wanting 3 replicas (no replicaset controller runs here), and its pods.
+    cp.ok_stdin(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: web}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: app, image: nginx}]}
+"#,
+    );
+    let rs_uid = cp.get_json(&["replicaset", "web"])["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for name in ["web-0", "web-1", "web-2"] {
+        let pod = web_pod(name, "node-1", 80).replace(
+            "  labels: {app: web}\n",
+            &format!("  labels: {{app: web}}\n  ownerReferences:\n  - {{apiVersion: apps/v1, kind: ReplicaSet, name: web, uid: {rs_uid}, controller: true}}\n"),
+        );
+        cp.ok_stdin(&["apply", "-f", "-"], &pod);
+    }
+    cp.ok_stdin(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: policy/v1
+kind: PodDisruptionBudget
+metadata: {name: web}
+spec:
+  minAvailable: 3
+  selector: {matchLabels: {app: web}}
+"#,
+    );
+    eventually("the budget counts 3 healthy pods", WAIT, || {
+        let s = pdb_status(&cp);
+        s["currentHealthy"] == 3 && s["observedGeneration"] == 1
+    });
+    let status = pdb_status(&cp);
+    assert_eq!(
+        (
+            &status["expectedPods"],
+            &status["desiredHealthy"],
+            &status["disruptionsAllowed"]
+        ),
+        (&Value::from(3), &Value::from(3), &Value::from(0))
+    );
+    let condition = &status["conditions"][0];
+    assert_eq!(condition["type"], "DisruptionAllowed");
+    assert_eq!(condition["status"], "False");
+    assert_eq!(condition["reason"], "InsufficientPods");
+    assert_eq!(evict(&cp, "web-0"), 429);
+
+    // maxUnavailable 1 of the ReplicaSet's 3: one disruption allowed, then none.
+    cp.ok(&[
+        "patch",
+        "pdb",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/minAvailable"},{"op":"add","path":"/spec/maxUnavailable","value":1}]"#,
+    ]);
+    eventually("one disruption allowed", WAIT, || {
+        let s = pdb_status(&cp);
+        s["disruptionsAllowed"] == 1 && s["observedGeneration"] == 2
+    });
+    let status = pdb_status(&cp);
+    assert_eq!(status["expectedPods"], 3);
+    assert_eq!(status["desiredHealthy"], 2);
+    assert_eq!(status["conditions"][0]["reason"], "SufficientPods");
+    assert_eq!(evict(&cp, "web-0"), 201);
+    assert_eq!(evict(&cp, "web-1"), 429);
+    eventually("web-0 gone and the budget recounted", WAIT, || {
+        let s = pdb_status(&cp);
+        get_opt(&cp, &["pod", "web-0"]).is_none()
+            && s["currentHealthy"] == 2
+            && s["disruptionsAllowed"] == 0
+            && s.get("disruptedPods")
+                .is_none_or(|d| d.get("web-0").is_none())
+    });
+    assert_eq!(evict(&cp, "web-1"), 429);
+
+    // Percentages of the controller's scale: 50% of 3 rounds up to 2 required.
+    cp.ok(&[
+        "patch",
+        "pdb",
+        "web",
+        "--type=json",
+        "-p",
+        r#"[{"op":"remove","path":"/spec/maxUnavailable"},{"op":"add","path":"/spec/minAvailable","value":"50%"}]"#,
+    ]);
+    eventually("50% of the scale required", WAIT, || {
+        let s = pdb_status(&cp);
+        s["observedGeneration"] == 3 && s["desiredHealthy"] == 2 && s["expectedPods"] == 3
+    });
+    // The ReplicaSet scaled down to 2: one of the two pods may go.
+    cp.ok(&["scale", "replicaset", "web", "--replicas=2"]);
+    eventually("the new scale counted", WAIT, || {
+        let s = pdb_status(&cp);
+        s["expectedPods"] == 2 && s["desiredHealthy"] == 1 && s["disruptionsAllowed"] == 1
+    });
+    assert_eq!(evict(&cp, "web-1"), 201);
+    assert!(!kcm.log().contains("panicked"));
+}

@@ -9,6 +9,7 @@ use futures::FutureExt;
 
 use crate::context::Context;
 
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod root_ca;
@@ -50,6 +51,12 @@ pub fn all() -> Vec<Descriptor> {
             alias: "endpointslice",
             enabled_by_default: true,
             run: |ctx| endpointslice::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "disruption-controller",
+            alias: "disruption",
+            enabled_by_default: true,
+            run: |ctx| disruption::run(ctx).boxed(),
         },
     ]
 }
