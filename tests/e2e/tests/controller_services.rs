@@ -391,3 +391,133 @@ spec:
     assert_eq!(evict(&cp, "web-1"), 201);
     assert!(!kcm.log().contains("panicked"));
 }
+
+#[test]
+fn quota_usage_counts_the_namespace() {
+    let cp = ControlPlane::start();
+    let _nodes = SimulatedNodes::start(&cp, &["node-1"]);
+    let kcm = controller_manager(&cp, "resourcequota", &["--resource-quota-sync-period=2s"]);
+    cp.ok(&["create", "namespace", "team"]);
+    cp.ok_stdin(
+        &["apply", "-n", "team", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: ResourceQuota
+metadata: {name: compute}
+spec:
+  hard:
+    pods: "10"
+    requests.cpu: "2"
+    requests.memory: 1Gi
+    limits.cpu: "4"
+    services: "5"
+    services.nodeports: "5"
+    configmaps: "10"
+    count/deployments.apps: "3"
+    persistentvolumeclaims: "5"
+    requests.storage: 10Gi
+"#,
+    );
+    let used = |key: &str| -> String {
+        cp.get_json(&["-n", "team", "quota", "compute"])["status"]["used"][key]
+            .as_str()
+            .unwrap_or("")
+            .to_string()
+    };
+    eventually("an empty namespace's usage", WAIT, || {
+        used("pods") == "0" && used("requests.cpu") == "0" && used("configmaps") == "0"
+    });
+    let hard = cp.get_json(&["-n", "team", "quota", "compute"])["status"]["hard"].clone();
+    assert_eq!(hard["requests.memory"], "1Gi");
+
+    for (name, cpu, memory, exit) in [
+        ("a", "500m", "256Mi", ""),
+        ("b", "250m", "128Mi", ""),
+        (
+            "done",
+            "1",
+            "512Mi",
+            "\n  annotations: {e2e.hakube.io/exit-code: \"0\"}",
+        ),
+    ] {
+        cp.ok_stdin(
+            &["apply", "-n", "team", "-f", "-"],
+            &format!(
+                r#"
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}{exit}
+spec:
+  nodeName: node-1
+  containers:
+  - name: app
+    image: nginx
+    resources:
+      requests: {{cpu: "{cpu}", memory: "{memory}"}}
+      limits: {{cpu: "{cpu}", memory: "{memory}"}}
+"#
+            ),
+        );
+    }
+    cp.ok_stdin(
+        &["apply", "-n", "team", "-f", "-"],
+        r#"
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{name: a, port: 80}, {name: b, port: 81}]
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: settings}
+data: {a: b}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: app, image: nginx}]}
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 2Gi}}
+"#,
+    );
+    // The finished pod no longer counts.
+    eventually("the namespace's objects counted", WAIT, || {
+        used("pods") == "2"
+            && used("requests.cpu") == "750m"
+            && used("limits.cpu") == "750m"
+            && used("requests.memory") == "384Mi"
+            && used("services") == "1"
+            && used("services.nodeports") == "2"
+            && used("configmaps") == "1"
+            && used("count/deployments.apps") == "1"
+            && used("persistentvolumeclaims") == "1"
+            && used("requests.storage") == "2Gi"
+    });
+    let described = cp.ok(&["describe", "quota", "compute", "-n", "team"]);
+    assert!(
+        described.lines().any(|l| {
+            let words: Vec<&str> = l.split_whitespace().collect();
+            words == ["requests.cpu", "750m", "2"]
+        }),
+        "{described}"
+    );
+    cp.ok(&["delete", "pod", "a", "-n", "team", "--wait=false"]);
+    cp.ok(&["delete", "configmap", "settings", "-n", "team"]);
+    eventually("deletions counted", WAIT, || {
+        used("pods") == "1" && used("requests.cpu") == "250m" && used("configmaps") == "0"
+    });
+    assert!(!kcm.log().contains("panicked"));
+}

@@ -12,6 +12,8 @@ use crate::context::Context;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod quantity;
+pub mod resourcequota;
 pub mod root_ca;
 pub mod service_pods;
 pub mod serviceaccount;
@@ -57,6 +59,12 @@ pub fn all() -> Vec<Descriptor> {
             alias: "disruption",
             enabled_by_default: true,
             run: |ctx| disruption::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "resourcequota-controller",
+            alias: "resourcequota",
+            enabled_by_default: true,
+            run: |ctx| resourcequota::run(ctx).boxed(),
         },
     ]
 }
