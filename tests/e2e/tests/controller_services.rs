@@ -521,3 +521,114 @@ spec:
     });
     assert!(!kcm.log().contains("panicked"));
 }
+
+fn volume(name: &str, size: &str, policy: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: PersistentVolume
+metadata: {{name: {name}}}
+spec:
+  capacity: {{storage: {size}}}
+  accessModes: [ReadWriteOnce]
+  persistentVolumeReclaimPolicy: {policy}
+  hostPath: {{path: /tmp/{name}}}
+"#
+    )
+}
+
+fn claim(name: &str, size: &str) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: {name}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  storageClassName: ""
+  resources: {{requests: {{storage: {size}}}}}
+"#
+    )
+}
+
+fn phase(cp: &ControlPlane, args: &[&str]) -> String {
+    get_opt(cp, args)
+        .and_then(|o| o["status"]["phase"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[test]
+fn claims_bind_to_matching_volumes_which_are_reclaimed_by_policy() {
+    let cp = ControlPlane::start();
+    let kcm = controller_manager(
+        &cp,
+        "persistentvolume-binder",
+        &["--pvclaimbinder-sync-period=2s"],
+    );
+    cp.ok_stdin(&["apply", "-f", "-"], &volume("pv-small", "1Gi", "Retain"));
+    cp.ok_stdin(&["apply", "-f", "-"], &volume("pv-big", "5Gi", "Delete"));
+    cp.ok_stdin(&["apply", "-f", "-"], &volume("pv-mid", "2Gi", "Retain"));
+    eventually("the volumes Available", WAIT, || {
+        ["pv-small", "pv-big", "pv-mid"]
+            .iter()
+            .all(|v| phase(&cp, &["pv", v]) == "Available")
+    });
+    // The smallest volume that holds the request.
+    cp.ok_stdin(&["apply", "-f", "-"], &claim("data", "1500Mi"));
+    eventually("data bound", WAIT, || {
+        phase(&cp, &["pvc", "data"]) == "Bound"
+    });
+    let pvc = cp.get_json(&["pvc", "data"]);
+    assert_eq!(pvc["spec"]["volumeName"], "pv-mid");
+    assert_eq!(pvc["status"]["capacity"]["storage"], "2Gi");
+    assert_eq!(pvc["status"]["accessModes"][0], "ReadWriteOnce");
+    assert_eq!(
+        pvc["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"],
+        "yes"
+    );
+    assert_eq!(
+        pvc["metadata"]["annotations"]["pv.kubernetes.io/bound-by-controller"],
+        "yes"
+    );
+    let pv = cp.get_json(&["pv", "pv-mid"]);
+    assert_eq!(pv["status"]["phase"], "Bound");
+    assert_eq!(pv["spec"]["claimRef"]["name"], "data");
+    assert_eq!(pv["spec"]["claimRef"]["namespace"], "default");
+    assert_eq!(pv["spec"]["claimRef"]["uid"], pvc["metadata"]["uid"]);
+    assert_eq!(
+        pv["metadata"]["annotations"]["pv.kubernetes.io/bound-by-controller"],
+        "yes"
+    );
+
+    cp.ok_stdin(&["apply", "-f", "-"], &claim("scratch", "3Gi"));
+    eventually("scratch bound to the big volume", WAIT, || {
+        phase(&cp, &["pvc", "scratch"]) == "Bound"
+            && cp.get_json(&["pvc", "scratch"])["spec"]["volumeName"] == "pv-big"
+    });
+    // Nothing fits: Pending, and an event says why.
+    cp.ok_stdin(&["apply", "-f", "-"], &claim("huge", "100Gi"));
+    eventually("huge's FailedBinding event", WAIT, || {
+        let text = "no persistent volumes available for this claim and no storage class is set";
+        cp.ok(&["get", "events", "-o", "json"]).contains(text)
+            || cp
+                .ok(&["get", "events.events.k8s.io", "-o", "json"])
+                .contains(text)
+    });
+    assert_eq!(phase(&cp, &["pvc", "huge"]), "Pending");
+
+    // Retain: the volume stays, Released. Delete: the volume goes.
+    cp.ok(&["delete", "pvc", "data"]);
+    eventually("pv-mid released", WAIT, || {
+        phase(&cp, &["pv", "pv-mid"]) == "Released"
+    });
+    cp.ok(&["delete", "pvc", "scratch"]);
+    eventually("pv-big deleted", WAIT, || {
+        get_opt(&cp, &["pv", "pv-big"]).is_none()
+    });
+    // A released volume is not offered again.
+    cp.ok_stdin(&["apply", "-f", "-"], &claim("again", "1500Mi"));
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(phase(&cp, &["pvc", "again"]), "Pending");
+    assert_eq!(phase(&cp, &["pv", "pv-mid"]), "Released");
+    assert!(!kcm.log().contains("panicked"));
+}

@@ -12,6 +12,7 @@ use crate::context::Context;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod persistentvolume;
 pub mod quantity;
 pub mod resourcequota;
 pub mod root_ca;
@@ -65,6 +66,12 @@ pub fn all() -> Vec<Descriptor> {
             alias: "resourcequota",
             enabled_by_default: true,
             run: |ctx| resourcequota::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "persistentvolume-binder-controller",
+            alias: "persistentvolume-binder",
+            enabled_by_default: true,
+            run: |ctx| persistentvolume::run(ctx).boxed(),
         },
     ]
 }
