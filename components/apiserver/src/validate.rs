@@ -121,7 +121,10 @@ pub fn validate_update(def: &ResourceDef, old: &Value, new: &Value) -> Vec<Statu
         }
         "PersistentVolumeClaim" => {
             immutable("spec.storageClassName", &mut causes);
-            immutable("spec.volumeName", &mut causes);
+            // Binding sets volumeName once (upstream allows that); after that it stays.
+            if at(old, "spec.volumeName").is_some_and(|v| v.as_str() != Some("")) {
+                immutable("spec.volumeName", &mut causes);
+            }
             immutable("spec.accessModes", &mut causes);
         }
         "Secret" | "ConfigMap" if at(old, "immutable").and_then(Value::as_bool) == Some(true) => {

@@ -71,6 +71,9 @@ pub struct Options {
     /// How often resource quota usage is fully recalculated.
     #[arg(long = "resource-quota-sync-period", default_value = "5m", value_parser = parse_duration)]
     pub resource_quota_sync_period: Duration,
+    /// The most endpoints one EndpointSlice holds.
+    #[arg(long = "max-endpoints-per-slice", default_value_t = 100)]
+    pub max_endpoints_per_slice: usize,
     /// How often namespace lifecycle updates are resynced.
     #[arg(long = "namespace-sync-period", default_value = "5m", value_parser = parse_duration)]
     pub namespace_sync_period: Duration,

@@ -10,13 +10,20 @@ use futures::FutureExt;
 use crate::context::Context;
 
 pub mod discovery;
+pub mod disruption;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod garbage_collector;
 pub mod informer;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod persistentvolume;
 pub mod pod_gc;
+pub mod quantity;
+pub mod resourcequota;
 pub mod root_ca;
+pub mod service_pods;
 pub mod serviceaccount;
 pub mod taint_eviction;
 
@@ -79,6 +86,36 @@ pub fn all() -> Vec<Descriptor> {
             alias: "taint-eviction-controller",
             enabled_by_default: true,
             run: |ctx| taint_eviction::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "endpoints-controller",
+            alias: "endpoint",
+            enabled_by_default: true,
+            run: |ctx| endpoints::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "endpointslice-controller",
+            alias: "endpointslice",
+            enabled_by_default: true,
+            run: |ctx| endpointslice::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "disruption-controller",
+            alias: "disruption",
+            enabled_by_default: true,
+            run: |ctx| disruption::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "resourcequota-controller",
+            alias: "resourcequota",
+            enabled_by_default: true,
+            run: |ctx| resourcequota::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "persistentvolume-binder-controller",
+            alias: "persistentvolume-binder",
+            enabled_by_default: true,
+            run: |ctx| persistentvolume::run(ctx).boxed(),
         },
     ]
 }
