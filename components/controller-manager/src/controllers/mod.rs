@@ -9,6 +9,8 @@ use futures::FutureExt;
 
 use crate::context::Context;
 
+pub mod job;
+pub mod pod_control;
 pub mod root_ca;
 pub mod serviceaccount;
 
@@ -35,6 +37,12 @@ pub fn all() -> Vec<Descriptor> {
             alias: "root-ca-cert-publisher",
             enabled_by_default: true,
             run: |ctx| root_ca::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "job-controller",
+            alias: "job",
+            enabled_by_default: true,
+            run: |ctx| job::run(ctx).boxed(),
         },
     ]
 }

@@ -1,0 +1,200 @@
+//! hakube-controller-manager's batch and per-node/stateful workload controllers (job,
+//! cronjob, ttl-after-finished, daemonset, statefulset) against the real API server, with
+//! hakube-scheduler binding pods to simulated nodes whose stand-in kubelet runs them.
+
+use std::time::Duration;
+
+use hakube_e2e::components::Component;
+use hakube_e2e::simulated::SimulatedNodes;
+use hakube_e2e::{eventually, ControlPlane};
+use serde_json::Value;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A control plane with the scheduler, the controller manager (running `controllers`) and
+/// simulated nodes.
+struct Cluster {
+    cp: ControlPlane,
+    scheduler: Component,
+    kcm: Component,
+    _nodes: SimulatedNodes,
+}
+
+impl Cluster {
+    fn start(controllers: &str, nodes: &[&str]) -> Cluster {
+        let cp = ControlPlane::start();
+        let nodes = SimulatedNodes::start(&cp, nodes);
+        let scheduler = Component::start(&cp, "hakube-scheduler", &[]);
+        let kcm = Component::start(
+            &cp,
+            "hakube-controller-manager",
+            &["--controllers", controllers],
+        );
+        Cluster {
+            cp,
+            scheduler,
+            kcm,
+            _nodes: nodes,
+        }
+    }
+
+    /// Waits for `check`, printing the components' logs and the objects on a timeout.
+    fn wait(&self, what: &str, timeout: Duration, check: impl FnMut() -> bool) {
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            eventually(what, timeout, check)
+        }));
+        if let Err(panic) = outcome {
+            eprintln!("--- scheduler log:\n{}", self.scheduler.log());
+            eprintln!("--- controller manager log:\n{}", self.kcm.log());
+            eprintln!(
+                "--- objects:\n{}",
+                self.cp.ok(&[
+                    "get",
+                    "jobs,cronjobs,daemonsets,statefulsets,pods,pvc",
+                    "-o",
+                    "yaml"
+                ])
+            );
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+fn condition<'a>(object: &'a Value, type_: &str) -> Option<&'a Value> {
+    object["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_ && c["status"] == "True")
+}
+
+fn items(cp: &ControlPlane, args: &[&str]) -> Vec<Value> {
+    cp.get_json(args)["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn events(cp: &ControlPlane, name: &str) -> String {
+    cp.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        &format!("involvedObject.name={name}"),
+        "-o",
+        "custom-columns=REASON:.reason,MESSAGE:.message",
+    ])
+}
+
+fn job_manifest(name: &str, exit_code: i32, extra_spec: &str) -> String {
+    format!(
+        r#"
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: {name}}}
+spec:
+{extra_spec}
+  template:
+    metadata:
+      annotations: {{e2e.hakube.io/exit-code: "{exit_code}"}}
+    spec:
+      restartPolicy: Never
+      containers: [{{name: work, image: busybox}}]
+"#
+    )
+}
+
+#[test]
+fn jobs_complete_fail_at_their_backoff_limit_and_run_indexed() {
+    let cluster = Cluster::start("job", &["node-1", "node-2"]);
+    let cp = &cluster.cp;
+    cp.ok_stdin(
+        &["apply", "-f", "-"],
+        &job_manifest("complete", 0, "  completions: 3\n  parallelism: 2"),
+    );
+    cp.ok_stdin(
+        &["apply", "-f", "-"],
+        &job_manifest("failing", 1, "  backoffLimit: 1"),
+    );
+    cp.ok_stdin(
+        &["apply", "-f", "-"],
+        &job_manifest(
+            "indexed",
+            0,
+            "  completions: 3\n  parallelism: 3\n  completionMode: Indexed",
+        ),
+    );
+
+    cluster.wait("the job completes", WAIT, || {
+        condition(&cp.get_json(&["job", "complete"]), "Complete").is_some()
+    });
+    let job = cp.get_json(&["job", "complete"]);
+    assert_eq!(job["status"]["succeeded"], 3, "{job}");
+    assert!(job["status"]["completionTime"].is_string(), "{job}");
+    assert!(job["status"]["startTime"].is_string(), "{job}");
+    assert!(condition(&job, "SuccessCriteriaMet").is_some(), "{job}");
+    let pods = items(cp, &["pods", "-l", "batch.kubernetes.io/job-name=complete"]);
+    assert_eq!(pods.len(), 3, "one pod per completion");
+    cluster.wait("tracking finalizers are removed", WAIT, || {
+        items(cp, &["pods", "-l", "job-name=complete"])
+            .iter()
+            .all(|p| {
+                p["metadata"]["finalizers"]
+                    .as_array()
+                    .is_none_or(|f| f.is_empty())
+            })
+    });
+    for pod in &pods {
+        let owner = &pod["metadata"]["ownerReferences"][0];
+        assert_eq!(owner["kind"], "Job");
+        assert_eq!(owner["controller"], true);
+        assert_eq!(owner["blockOwnerDeletion"], true);
+    }
+    let seen = events(cp, "complete");
+    assert!(
+        seen.contains("SuccessfulCreate") && seen.contains("Created pod: complete-"),
+        "{seen}"
+    );
+    assert!(seen.contains("Completed"), "{seen}");
+
+    cluster.wait("the indexed job completes", WAIT, || {
+        condition(&cp.get_json(&["job", "indexed"]), "Complete").is_some()
+    });
+    let job = cp.get_json(&["job", "indexed"]);
+    assert_eq!(job["status"]["completedIndexes"], "0-2", "{job}");
+    let mut indexes: Vec<String> = items(cp, &["pods", "-l", "job-name=indexed"])
+        .iter()
+        .map(|p| {
+            let index = &p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"];
+            assert_eq!(
+                *index,
+                p["metadata"]["labels"]["batch.kubernetes.io/job-completion-index"]
+            );
+            assert_eq!(
+                p["spec"]["hostname"],
+                format!("indexed-{}", index.as_str().unwrap_or(""))
+            );
+            index.as_str().unwrap_or("").to_string()
+        })
+        .collect();
+    indexes.sort();
+    assert_eq!(indexes, vec!["0", "1", "2"]);
+
+    // backoffLimit 1: the first failure is replaced after upstream's 10 s backoff, the
+    // second fails the Job.
+    cluster.wait("the failing job fails", Duration::from_secs(40), || {
+        condition(&cp.get_json(&["job", "failing"]), "Failed").is_some()
+    });
+    let job = cp.get_json(&["job", "failing"]);
+    let failed = condition(&job, "Failed").cloned().unwrap_or_default();
+    assert_eq!(failed["reason"], "BackoffLimitExceeded", "{job}");
+    assert!(condition(&job, "FailureTarget").is_some(), "{job}");
+    assert_eq!(job["status"]["failed"], 2, "{job}");
+    assert!(condition(&job, "Complete").is_none());
+    assert_eq!(items(cp, &["pods", "-l", "job-name=failing"]).len(), 2);
+    let seen = events(cp, "failing");
+    assert!(seen.contains("BackoffLimitExceeded"), "{seen}");
+    assert!(cluster
+        .kcm
+        .get("/metrics")
+        .contains("workqueue_adds_total{name=\"job\"}"));
+}
