@@ -198,3 +198,81 @@ fn jobs_complete_fail_at_their_backoff_limit_and_run_indexed() {
         .get("/metrics")
         .contains("workqueue_adds_total{name=\"job\"}"));
 }
+
+#[test]
+fn a_cronjob_fires_and_finished_jobs_expire() {
+    let cluster = Cluster::start("job,cronjob,ttl-after-finished", &["node-1"]);
+    let cp = &cluster.cp;
+    cp.ok_stdin(
+        &["apply", "-f", "-"],
+        r#"
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: tick}
+spec:
+  schedule: "* * * * *"
+  successfulJobsHistoryLimit: 1
+  jobTemplate:
+    metadata:
+      labels: {app: tick}
+    spec:
+      template:
+        metadata:
+          annotations: {e2e.hakube.io/exit-code: "0"}
+        spec:
+          restartPolicy: Never
+          containers: [{name: work, image: busybox}]
+"#,
+    );
+    cp.ok_stdin(
+        &["apply", "-f", "-"],
+        &job_manifest("short-lived", 0, "  ttlSecondsAfterFinished: 2"),
+    );
+
+    // A finished Job with a TTL is deleted (foreground: marked for deletion; without the
+    // garbage collector here its foregroundDeletion finalizer keeps it visible).
+    cluster.wait("the expired job is deleted", WAIT, || {
+        let out = cp.kubectl(&["get", "job", "short-lived", "-o", "json"]);
+        !out.status.success()
+            || serde_json::from_slice::<Value>(&out.stdout)
+                .is_ok_and(|j| j["metadata"]["deletionTimestamp"].is_string())
+    });
+
+    // The first minute boundary fires the schedule.
+    cluster.wait("the cronjob creates a job", Duration::from_secs(65), || {
+        !items(cp, &["jobs", "-l", "app=tick"]).is_empty()
+    });
+    let job = items(cp, &["jobs", "-l", "app=tick"]).remove(0);
+    let name = job["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let scheduled = job["metadata"]["annotations"]
+        ["batch.kubernetes.io/cronjob-scheduled-timestamp"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let minutes: i64 = name
+        .trim_start_matches("tick-")
+        .parse()
+        .expect("minutes in the name");
+    let at: k8s_openapi::jiff::Timestamp = scheduled.parse().expect("an RFC 3339 timestamp");
+    assert_eq!(minutes * 60, at.as_second(), "{name} vs {scheduled}");
+    assert_eq!(job["metadata"]["ownerReferences"][0]["kind"], "CronJob");
+    let cronjob = cp.get_json(&["cronjob", "tick"]);
+    assert_eq!(cronjob["status"]["lastScheduleTime"], scheduled.as_str());
+
+    cluster.wait("the cronjob sees its job complete", WAIT, || {
+        cp.get_json(&["cronjob", "tick"])["status"]["lastSuccessfulTime"].is_string()
+    });
+    let cronjob = cp.get_json(&["cronjob", "tick"]);
+    assert!(
+        cronjob["status"]["active"]
+            .as_array()
+            .is_none_or(|a| a.is_empty()),
+        "{cronjob}"
+    );
+    let seen = events(cp, "tick");
+    assert!(seen.contains(&format!("Created job {name}")), "{seen}");
+    assert!(seen.contains("SawCompletedJob"), "{seen}");
+}

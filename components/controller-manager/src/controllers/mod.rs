@@ -9,10 +9,12 @@ use futures::FutureExt;
 
 use crate::context::Context;
 
+pub mod cronjob;
 pub mod job;
 pub mod pod_control;
 pub mod root_ca;
 pub mod serviceaccount;
+pub mod ttl_after_finished;
 
 /// One controller: its upstream name (as `--controllers` and upstream's logs spell it), the
 /// short alias upstream still accepts, and how to run it.
@@ -43,6 +45,18 @@ pub fn all() -> Vec<Descriptor> {
             alias: "job",
             enabled_by_default: true,
             run: |ctx| job::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "cronjob-controller",
+            alias: "cronjob",
+            enabled_by_default: true,
+            run: |ctx| cronjob::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "ttl-after-finished-controller",
+            alias: "ttl-after-finished",
+            enabled_by_default: true,
+            run: |ctx| ttl_after_finished::run(ctx).boxed(),
         },
     ]
 }
