@@ -17,7 +17,7 @@ struct Cluster {
     cp: ControlPlane,
     scheduler: Component,
     kcm: Component,
-    _nodes: SimulatedNodes,
+    nodes: SimulatedNodes,
 }
 
 impl Cluster {
@@ -34,7 +34,7 @@ impl Cluster {
             cp,
             scheduler,
             kcm,
-            _nodes: nodes,
+            nodes,
         }
     }
 
@@ -275,4 +275,95 @@ spec:
     let seen = events(cp, "tick");
     assert!(seen.contains(&format!("Created job {name}")), "{seen}");
     assert!(seen.contains("SawCompletedJob"), "{seen}");
+}
+
+fn pods_by_node(cp: &ControlPlane, selector: &str) -> Vec<(String, String)> {
+    let mut pods: Vec<(String, String)> = items(cp, &["pods", "-l", selector])
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .map(|p| {
+            (
+                p["spec"]["nodeName"].as_str().unwrap_or("").to_string(),
+                p["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
+        .collect();
+    pods.sort();
+    pods
+}
+
+#[test]
+fn a_daemonset_runs_on_every_eligible_node_and_rolls_out() {
+    let cluster = Cluster::start("daemonset", &["node-1", "node-2"]);
+    let cp = &cluster.cp;
+    cp.ok(&["taint", "nodes", "node-2", "dedicated=infra:NoSchedule"]);
+    let manifest = |image: &str| {
+        format!(
+            r#"
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: agent}}
+spec:
+  selector: {{matchLabels: {{app: agent}}}}
+  template:
+    metadata: {{labels: {{app: agent}}}}
+    spec:
+      containers: [{{name: agent, image: "{image}"}}]
+"#
+        )
+    };
+    cp.ok_stdin(&["apply", "-f", "-"], &manifest("agent:1"));
+    cluster.wait("a pod on the untainted node", WAIT, || {
+        let ds = cp.get_json(&["daemonset", "agent"]);
+        ds["status"]["numberReady"] == 1 && ds["status"]["desiredNumberScheduled"] == 1
+    });
+    assert_eq!(
+        pods_by_node(cp, "app=agent"),
+        vec![("node-1".to_string(), "agent:1".to_string())]
+    );
+    let pod = items(cp, &["pods", "-l", "app=agent"]).remove(0);
+    let term = &pod["spec"]["affinity"]["nodeAffinity"]
+        ["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0];
+    assert_eq!(term["matchFields"][0]["values"][0], "node-1", "{pod}");
+    assert!(pod["metadata"]["labels"]["controller-revision-hash"].is_string());
+    assert!(!items(cp, &["controllerrevisions"]).is_empty());
+
+    cluster
+        .nodes
+        .add(hakube_e2e::simulated::NodeTemplate::new("node-3", "zone-a"));
+    cluster.wait("a pod on the new node", WAIT, || {
+        cp.get_json(&["daemonset", "agent"])["status"]["numberAvailable"] == 2
+    });
+    assert_eq!(
+        pods_by_node(cp, "app=agent"),
+        vec![
+            ("node-1".to_string(), "agent:1".to_string()),
+            ("node-3".to_string(), "agent:1".to_string())
+        ]
+    );
+
+    cp.ok_stdin(&["apply", "-f", "-"], &manifest("agent:2"));
+    cp.ok(&["rollout", "status", "daemonset/agent", "--timeout=30s"]);
+    cluster.wait("every pod runs the new template", WAIT, || {
+        pods_by_node(cp, "app=agent")
+            == vec![
+                ("node-1".to_string(), "agent:2".to_string()),
+                ("node-3".to_string(), "agent:2".to_string()),
+            ]
+    });
+    let ds = cp.get_json(&["daemonset", "agent"]);
+    assert_eq!(ds["status"]["updatedNumberScheduled"], 2, "{ds}");
+    assert_eq!(
+        ds["status"]["observedGeneration"],
+        ds["metadata"]["generation"]
+    );
+    assert_eq!(items(cp, &["controllerrevisions"]).len(), 2);
+    let seen = events(cp, "agent");
+    assert!(
+        seen.contains("SuccessfulCreate") && seen.contains("SuccessfulDelete"),
+        "{seen}"
+    );
 }

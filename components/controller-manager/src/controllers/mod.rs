@@ -10,8 +10,10 @@ use futures::FutureExt;
 use crate::context::Context;
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod job;
 pub mod pod_control;
+pub mod revision;
 pub mod root_ca;
 pub mod serviceaccount;
 pub mod ttl_after_finished;
@@ -57,6 +59,12 @@ pub fn all() -> Vec<Descriptor> {
             alias: "ttl-after-finished",
             enabled_by_default: true,
             run: |ctx| ttl_after_finished::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "daemonset-controller",
+            alias: "daemonset",
+            enabled_by_default: true,
+            run: |ctx| daemonset::run(ctx).boxed(),
         },
     ]
 }
