@@ -367,3 +367,111 @@ spec:
         "{seen}"
     );
 }
+
+fn pod_names(cp: &ControlPlane, selector: &str) -> Vec<String> {
+    let mut names: Vec<String> = items(cp, &["pods", "-l", selector])
+        .iter()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_statefulset_starts_in_order_keeps_claims_and_updates_above_the_partition() {
+    let cluster = Cluster::start("statefulset", &["node-1", "node-2"]);
+    let cp = &cluster.cp;
+    let manifest = |replicas: u32, image: &str, partition: u32| {
+        format!(
+            r#"
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: web}}
+spec:
+  serviceName: web
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: web}}}}
+  updateStrategy: {{type: RollingUpdate, rollingUpdate: {{partition: {partition}}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      containers: [{{name: web, image: "{image}"}}]
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {{requests: {{storage: 1Gi}}}}
+"#
+        )
+    };
+    cp.ok_stdin(&["apply", "-f", "-"], &manifest(3, "web:1", 0));
+    cluster.wait("three ready replicas", WAIT, || {
+        cp.get_json(&["statefulset", "web"])["status"]["readyReplicas"] == 3
+    });
+    assert_eq!(pod_names(cp, "app=web"), vec!["web-0", "web-1", "web-2"]);
+    // Ordered: each pod was created after its predecessor became ready.
+    let created = |name: &str| {
+        let pod = cp.get_json(&["pod", name]);
+        let created: k8s_openapi::jiff::Timestamp = pod["metadata"]["creationTimestamp"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .expect("a time");
+        created
+    };
+    assert!(created("web-0") <= created("web-1") && created("web-1") <= created("web-2"));
+    let pod = cp.get_json(&["pod", "web-1"]);
+    assert_eq!(pod["spec"]["hostname"], "web-1");
+    assert_eq!(pod["spec"]["subdomain"], "web");
+    assert_eq!(
+        pod["metadata"]["labels"]["statefulset.kubernetes.io/pod-name"],
+        "web-1"
+    );
+    assert_eq!(
+        pod["metadata"]["labels"]["apps.kubernetes.io/pod-index"],
+        "1"
+    );
+    let claims: Vec<String> = items(cp, &["pvc"])
+        .iter()
+        .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(claims, vec!["data-web-0", "data-web-1", "data-web-2"]);
+    cp.ok(&["rollout", "status", "statefulset/web", "--timeout=20s"]);
+
+    // Scale down: the highest ordinal goes; claims stay (Retain).
+    cp.ok_stdin(&["apply", "-f", "-"], &manifest(2, "web:1", 0));
+    cluster.wait("web-2 is removed", WAIT, || {
+        pod_names(cp, "app=web") == vec!["web-0", "web-1"]
+    });
+    assert_eq!(items(cp, &["pvc"]).len(), 3);
+
+    // A new template with partition 1: only web-1 is replaced.
+    cp.ok_stdin(&["apply", "-f", "-"], &manifest(2, "web:2", 1));
+    cluster.wait("web-1 runs the new template", WAIT, || {
+        let set = cp.get_json(&["statefulset", "web"]);
+        set["status"]["updatedReplicas"] == 1 && set["status"]["readyReplicas"] == 2
+    });
+    let image = |name: &str| cp.get_json(&["pod", name])["spec"]["containers"][0]["image"].clone();
+    assert_eq!(image("web-0"), "web:1");
+    assert_eq!(image("web-1"), "web:2");
+    let set = cp.get_json(&["statefulset", "web"]);
+    assert_ne!(
+        set["status"]["currentRevision"], set["status"]["updateRevision"],
+        "{set}"
+    );
+    assert_eq!(set["status"]["currentReplicas"], 1, "{set}");
+    let seen = events(cp, "web");
+    assert!(
+        seen.contains("create Pod web-0 in StatefulSet web successful"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("create Claim data-web-0 Pod web-0 in StatefulSet web success"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("delete Pod web-2 in StatefulSet web successful"),
+        "{seen}"
+    );
+}

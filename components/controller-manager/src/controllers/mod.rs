@@ -16,6 +16,7 @@ pub mod pod_control;
 pub mod revision;
 pub mod root_ca;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod ttl_after_finished;
 
 /// One controller: its upstream name (as `--controllers` and upstream's logs spell it), the
@@ -65,6 +66,12 @@ pub fn all() -> Vec<Descriptor> {
             alias: "daemonset",
             enabled_by_default: true,
             run: |ctx| daemonset::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "statefulset-controller",
+            alias: "statefulset",
+            enabled_by_default: true,
+            run: |ctx| statefulset::run(ctx).boxed(),
         },
     ]
 }
