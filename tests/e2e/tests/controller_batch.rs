@@ -155,6 +155,7 @@ fn jobs_complete_fail_at_their_backoff_limit_and_run_indexed() {
         "{seen}"
     );
     assert!(seen.contains("Completed"), "{seen}");
+    assert_eq!(seen.matches("Created pod: complete-").count(), 3, "{seen}");
 
     cluster.wait("the indexed job completes", WAIT, || {
         condition(&cp.get_json(&["job", "indexed"]), "Complete").is_some()

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet, DaemonSetStatus};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{
     Affinity, Node, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod,
     PodSpec, Taint, Toleration,
@@ -498,12 +499,25 @@ pub fn plan(ds: &DaemonSet, nodes: &[&Node], pods: &[&Pod], hash: &str, now: Tim
 }
 
 async fn publish(shared: &Shared, ds: &DaemonSet, type_: EventType, reason: &str, note: String) {
+    publish_related(shared, ds, type_, reason, note, None).await;
+}
+
+/// Records an event about the owner; `related` names the object it concerns (events about
+/// different objects are then kept apart instead of merged into one series).
+async fn publish_related(
+    shared: &Shared,
+    ds: &DaemonSet,
+    type_: EventType,
+    reason: &str,
+    note: String,
+    related: Option<ObjectReference>,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(note),
         action: reason.into(),
-        secondary: None,
+        secondary: related,
     };
     if let Err(error) = shared.recorder.publish(&event, &ds.object_ref(&())).await {
         tracing::debug!(%error, "publishing an event");
@@ -550,12 +564,13 @@ async fn sync(ds: &DaemonSet, shared: &Shared) -> Result<Action, kube::Error> {
         match pod_api.delete(name, &DeleteParams::background()).await {
             Ok(_) => {
                 shared.expectations.expect_delete(&key, pod);
-                publish(
+                publish_related(
                     shared,
                     ds,
                     EventType::Normal,
                     "SuccessfulDelete",
                     format!("Deleted pod: {name}"),
+                    Some(pod.object_ref(&())),
                 )
                 .await;
             }
@@ -570,12 +585,13 @@ async fn sync(ds: &DaemonSet, shared: &Shared) -> Result<Action, kube::Error> {
         {
             Ok(pod) => {
                 shared.expectations.expect_create(&key, &pod);
-                publish(
+                publish_related(
                     shared,
                     ds,
                     EventType::Normal,
                     "SuccessfulCreate",
                     format!("Created pod: {}", pod.name_any()),
+                    Some(pod.object_ref(&())),
                 )
                 .await;
             }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{Job, JobCondition, JobStatus, UncountedTerminatedPods};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -613,12 +614,25 @@ async fn remove_finalizer(api: &Api<Pod>, pod: &Pod) -> Result<(), Error> {
 }
 
 async fn publish(shared: &Shared, job: &Job, type_: EventType, reason: &str, note: String) {
+    publish_related(shared, job, type_, reason, note, None).await;
+}
+
+/// Records an event about the owner; `related` names the object it concerns (events about
+/// different objects are then kept apart instead of merged into one series).
+async fn publish_related(
+    shared: &Shared,
+    job: &Job,
+    type_: EventType,
+    reason: &str,
+    note: String,
+    related: Option<ObjectReference>,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(note),
         action: reason.into(),
-        secondary: None,
+        secondary: related,
     };
     if let Err(error) = shared.recorder.publish(&event, &job.object_ref(&())).await {
         tracing::debug!(%error, "publishing an event");
@@ -729,12 +743,13 @@ async fn sync(job: &Job, shared: &Shared) -> Result<Action, Error> {
             Ok(_) => {
                 shared.expectations.expect_delete(&key, pod);
                 deleted += 1;
-                publish(
+                publish_related(
                     shared,
                     job,
                     EventType::Normal,
                     "SuccessfulDelete",
                     format!("Deleted pod: {name}"),
+                    Some(pod.object_ref(&())),
                 )
                 .await;
             }
@@ -756,12 +771,13 @@ async fn sync(job: &Job, shared: &Shared) -> Result<Action, Error> {
             Ok(pod) => {
                 shared.expectations.expect_create(&key, &pod);
                 created += 1;
-                publish(
+                publish_related(
                     shared,
                     job,
                     EventType::Normal,
                     "SuccessfulCreate",
                     format!("Created pod: {}", pod.name_any()),
+                    Some(pod.object_ref(&())),
                 )
                 .await;
             }

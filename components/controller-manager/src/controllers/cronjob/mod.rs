@@ -200,6 +200,17 @@ pub fn beyond_history(jobs: &[&Job], limit: i32) -> Vec<String> {
     sorted.iter().take(excess).map(|j| j.name_any()).collect()
 }
 
+/// A reference to the CronJob's Job `name`.
+fn job_reference(cronjob: &CronJob, name: &str) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("batch/v1".into()),
+        kind: Some("Job".into()),
+        name: Some(name.into()),
+        namespace: cronjob.namespace(),
+        ..ObjectReference::default()
+    }
+}
+
 fn reference(job: &Job) -> ObjectReference {
     ObjectReference {
         api_version: Some("batch/v1".into()),
@@ -213,12 +224,25 @@ fn reference(job: &Job) -> ObjectReference {
 }
 
 async fn publish(shared: &Shared, cronjob: &CronJob, type_: EventType, reason: &str, note: String) {
+    publish_related(shared, cronjob, type_, reason, note, None).await;
+}
+
+/// Records an event about the owner; `related` names the object it concerns (events about
+/// different objects are then kept apart instead of merged into one series).
+async fn publish_related(
+    shared: &Shared,
+    cronjob: &CronJob,
+    type_: EventType,
+    reason: &str,
+    note: String,
+    related: Option<ObjectReference>,
+) {
     let event = Event {
         type_,
         reason: reason.into(),
         note: Some(note),
         action: reason.into(),
-        secondary: None,
+        secondary: related,
     };
     if let Err(error) = shared
         .recorder
@@ -361,12 +385,13 @@ async fn delete_job(
 ) -> Result<(), Error> {
     match api.delete(name, &DeleteParams::background()).await {
         Ok(_) => {
-            publish(
+            publish_related(
                 shared,
                 cronjob,
                 EventType::Normal,
                 "SuccessfulDelete",
                 format!("Deleted job {name}"),
+                Some(job_reference(cronjob, name)),
             )
             .await;
             Ok(())
@@ -472,12 +497,13 @@ async fn schedule_jobs(
     let job = new_job(cronjob, scheduled, &zone);
     let created = match job_api.create(&PostParams::default(), &job).await {
         Ok(created) => {
-            publish(
+            publish_related(
                 shared,
                 cronjob,
                 EventType::Normal,
                 "SuccessfulCreate",
                 format!("Created job {name}"),
+                Some(job_reference(cronjob, &name)),
             )
             .await;
             created
