@@ -132,6 +132,16 @@ impl SimulatedNodes {
             )
             .await
             .expect("creating a simulated Node");
+            // The API server keeps a Node's status out of writes to the Node itself.
+            api.patch_status(
+                &template.name,
+                &PatchParams::default(),
+                &Patch::Merge(
+                    &json!({"status": {"capacity": resources, "allocatable": resources}}),
+                ),
+            )
+            .await
+            .expect("a simulated Node's capacity");
             ready_status(&api, &template.name)
                 .await
                 .expect("a simulated Node's status");

@@ -9,23 +9,30 @@ use futures::FutureExt;
 
 use crate::context::Context;
 
+pub mod cronjob;
+pub mod daemonset;
 pub mod discovery;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod garbage_collector;
 pub mod informer;
+pub mod job;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
 pub mod persistentvolume;
+pub mod pod_control;
 pub mod pod_gc;
 pub mod quantity;
 pub mod resourcequota;
+pub mod revision;
 pub mod root_ca;
 pub mod service_pods;
 pub mod serviceaccount;
+pub mod statefulset;
 pub mod taint_eviction;
+pub mod ttl_after_finished;
 
 /// One controller: its upstream name (as `--controllers` and upstream's logs spell it), the
 /// short alias upstream still accepts, and how to run it.
@@ -116,6 +123,36 @@ pub fn all() -> Vec<Descriptor> {
             alias: "persistentvolume-binder",
             enabled_by_default: true,
             run: |ctx| persistentvolume::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "job-controller",
+            alias: "job",
+            enabled_by_default: true,
+            run: |ctx| job::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "cronjob-controller",
+            alias: "cronjob",
+            enabled_by_default: true,
+            run: |ctx| cronjob::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "ttl-after-finished-controller",
+            alias: "ttl-after-finished",
+            enabled_by_default: true,
+            run: |ctx| ttl_after_finished::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "daemonset-controller",
+            alias: "daemonset",
+            enabled_by_default: true,
+            run: |ctx| daemonset::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "statefulset-controller",
+            alias: "statefulset",
+            enabled_by_default: true,
+            run: |ctx| statefulset::run(ctx).boxed(),
         },
     ]
 }
