@@ -9,6 +9,12 @@ use futures::FutureExt;
 
 use crate::context::Context;
 
+pub mod expectations;
+pub mod informer;
+pub mod ownership;
+pub mod pods;
+pub mod replicaset;
+pub mod replicationcontroller;
 pub mod root_ca;
 pub mod serviceaccount;
 
@@ -35,6 +41,18 @@ pub fn all() -> Vec<Descriptor> {
             alias: "root-ca-cert-publisher",
             enabled_by_default: true,
             run: |ctx| root_ca::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "replicaset-controller",
+            alias: "replicaset",
+            enabled_by_default: true,
+            run: |ctx| replicaset::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "replicationcontroller-controller",
+            alias: "replicationcontroller",
+            enabled_by_default: true,
+            run: |ctx| replicationcontroller::run(ctx).boxed(),
         },
     ]
 }
