@@ -290,3 +290,284 @@ spec:
         .unwrap()
         .starts_with("legacy-"));
 }
+
+fn deployment(name: &str, replicas: u32, strategy: &str, extra_spec: &str) -> String {
+    format!(
+        r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: {name}}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: {name}}}}}
+  strategy: {strategy}
+{extra_spec}
+  template:
+    metadata: {{labels: {{app: {name}}}}}
+    spec: {{containers: [{{name: c, image: "nginx:1"}}]}}
+"#
+    )
+}
+
+/// The deployment's ReplicaSets (controller reference to it), by revision.
+fn replica_sets(cp: &ControlPlane, name: &str) -> Vec<Value> {
+    let uid = cp.get_json(&["deploy", name])["metadata"]["uid"].clone();
+    let mut sets: Vec<Value> = cp.get_json(&["rs", "-l", &format!("app={name}")])["items"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|rs| rs["metadata"]["ownerReferences"][0]["uid"] == uid)
+        .collect();
+    sets.sort_by_key(|rs| {
+        rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"]
+            .as_str()
+            .and_then(|r| r.parse::<u32>().ok())
+    });
+    sets
+}
+
+fn annotation(obj: &Value, key: &str) -> String {
+    obj["metadata"]["annotations"][key]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn condition(obj: &Value, type_: &str) -> (String, String) {
+    obj["status"]["conditions"]
+        .as_array()
+        .and_then(|c| c.iter().find(|c| c["type"] == type_))
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .unwrap_or_default()
+}
+
+fn rollout_status(cp: &ControlPlane, name: &str) -> String {
+    cp.ok(&[
+        "rollout",
+        "status",
+        &format!("deployment/{name}"),
+        "--timeout=40s",
+    ])
+}
+
+#[test]
+fn deployment_rolls_out_updates_and_rolls_back() {
+    let c = cluster("replicaset,deployment");
+    let cp = &c.cp;
+    let strategy = "{type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}";
+    cp.ok_stdin(&["apply", "-f", "-"], &deployment("app", 3, strategy, ""));
+    assert!(rollout_status(cp, "app").contains("successfully rolled out"));
+    let first = replica_sets(cp, "app");
+    assert_eq!(first.len(), 1);
+    let rs = &first[0];
+    let hash = rs["metadata"]["labels"]["pod-template-hash"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(rs["metadata"]["name"], format!("app-{hash}"));
+    assert!(hash
+        .chars()
+        .all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)));
+    assert_eq!(annotation(rs, "deployment.kubernetes.io/revision"), "1");
+    assert_eq!(
+        annotation(rs, "deployment.kubernetes.io/desired-replicas"),
+        "3"
+    );
+    assert_eq!(annotation(rs, "deployment.kubernetes.io/max-replicas"), "4");
+    let d = cp.get_json(&["deploy", "app"]);
+    assert_eq!(d["status"]["readyReplicas"], 3);
+    assert_eq!(d["status"]["updatedReplicas"], 3);
+    assert_eq!(
+        d["status"]["observedGeneration"],
+        d["metadata"]["generation"]
+    );
+    assert_eq!(
+        condition(&d, "Available"),
+        ("True".into(), "MinimumReplicasAvailable".into())
+    );
+    eventually(
+        "Progressing reports the new ReplicaSet available",
+        WAIT,
+        || {
+            let d = cp.get_json(&["deploy", "app"]);
+            condition(&d, "Progressing") == ("True".into(), "NewReplicaSetAvailable".into())
+        },
+    );
+    let first_name = rs["metadata"]["name"].as_str().unwrap().to_string();
+    assert!(events(cp, "app")
+        .iter()
+        .any(|(r, n)| r == "ScalingReplicaSet"
+            && n == &format!("Scaled up replica set {first_name} from 0 to 3")));
+
+    // A rolling update to a new template.
+    cp.ok(&["set", "image", "deployment/app", "c=nginx:2"]);
+    assert!(rollout_status(cp, "app").contains("successfully rolled out"));
+    let sets = replica_sets(cp, "app");
+    assert_eq!(sets.len(), 2);
+    assert_eq!(sets[0]["spec"]["replicas"], 0);
+    assert_eq!(sets[1]["spec"]["replicas"], 3);
+    assert_eq!(
+        annotation(&sets[1], "deployment.kubernetes.io/revision"),
+        "2"
+    );
+    let d = cp.get_json(&["deploy", "app"]);
+    assert_eq!(annotation(&d, "deployment.kubernetes.io/revision"), "2");
+    let history = cp.ok(&["rollout", "history", "deployment/app"]);
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<u32>().is_ok())
+        .collect();
+    assert_eq!(revisions, ["1", "2"], "{history}");
+    assert!(events(cp, "app")
+        .iter()
+        .any(|(r, n)| r == "ScalingReplicaSet" && n.starts_with("Scaled down replica set ")));
+
+    // Undo returns to the first template, reusing its ReplicaSet under revision 3.
+    cp.ok(&["rollout", "undo", "deployment/app"]);
+    assert!(rollout_status(cp, "app").contains("successfully rolled out"));
+    let d = cp.get_json(&["deploy", "app"]);
+    assert_eq!(
+        d["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1"
+    );
+    let sets = replica_sets(cp, "app");
+    assert_eq!(sets.len(), 2);
+    assert_eq!(sets[0]["spec"]["replicas"], 0);
+    assert_eq!(sets[1]["metadata"]["name"], first_name);
+    assert_eq!(sets[1]["spec"]["replicas"], 3);
+    assert_eq!(
+        annotation(&sets[1], "deployment.kubernetes.io/revision"),
+        "3"
+    );
+    assert_eq!(
+        annotation(&sets[1], "deployment.kubernetes.io/revision-history"),
+        "1"
+    );
+    let pods = live_pods(cp, "app=app");
+    assert_eq!(pods.len(), 3);
+    assert!(pods
+        .iter()
+        .all(|p| p["spec"]["containers"][0]["image"] == "nginx:1"));
+}
+
+#[test]
+fn deployment_recreate_stops_old_pods_before_starting_new() {
+    let c = cluster("replicaset,deployment");
+    let cp = &c.cp;
+    cp.ok_stdin(
+        &["apply", "-f", "-"],
+        &deployment("re", 2, "{type: Recreate}", ""),
+    );
+    rollout_status(cp, "re");
+    cp.ok(&["set", "image", "deployment/re", "c=nginx:2"]);
+    // Never old and new pods at once.
+    let start = std::time::Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        let images: std::collections::BTreeSet<String> = live_pods(cp, "app=re")
+            .iter()
+            .filter_map(|p| {
+                p["spec"]["containers"][0]["image"]
+                    .as_str()
+                    .map(String::from)
+            })
+            .collect();
+        assert!(images.len() <= 1, "old and new pods together: {images:?}");
+    }
+    assert!(rollout_status(cp, "re").contains("successfully rolled out"));
+    let sets = replica_sets(cp, "re");
+    assert_eq!(sets.len(), 2);
+    assert_eq!(sets[0]["spec"]["replicas"], 0);
+    assert_eq!(sets[1]["status"]["readyReplicas"], 2);
+    let notes: Vec<String> = events(cp, "re").into_iter().map(|(_, n)| n).collect();
+    let old = sets[0]["metadata"]["name"].as_str().unwrap();
+    let new = sets[1]["metadata"]["name"].as_str().unwrap();
+    assert!(notes.contains(&format!("Scaled down replica set {old} from 2 to 0")));
+    assert!(notes.contains(&format!("Scaled up replica set {new} from 0 to 2")));
+}
+
+#[test]
+fn deployment_pause_resume_scale_and_restart() {
+    let c = cluster("replicaset,deployment");
+    let cp = &c.cp;
+    cp.ok_stdin(
+        &["apply", "-f", "-"],
+        &deployment("pz", 2, "{type: RollingUpdate}", ""),
+    );
+    rollout_status(cp, "pz");
+    cp.ok(&["rollout", "pause", "deployment/pz"]);
+    eventually("Progressing says paused", WAIT, || {
+        let d = cp.get_json(&["deploy", "pz"]);
+        condition(&d, "Progressing") == ("Unknown".into(), "DeploymentPaused".into())
+    });
+    cp.ok(&["set", "image", "deployment/pz", "c=nginx:2"]);
+    cp.ok(&["scale", "deployment/pz", "--replicas=4"]);
+    eventually("the paused deployment scales its ReplicaSet", WAIT, || {
+        let sets = replica_sets(cp, "pz");
+        sets.len() == 1 && sets[0]["status"]["readyReplicas"] == 4
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(replica_sets(cp, "pz").len(), 1, "no rollout while paused");
+    cp.ok(&["rollout", "resume", "deployment/pz"]);
+    assert!(rollout_status(cp, "pz").contains("successfully rolled out"));
+    let sets = replica_sets(cp, "pz");
+    assert_eq!(sets.len(), 2);
+    assert_eq!(
+        sets[1]["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:2"
+    );
+    assert_eq!(sets[1]["status"]["readyReplicas"], 4);
+
+    // A restart is a template change: a third ReplicaSet.
+    cp.ok(&["rollout", "restart", "deployment/pz"]);
+    assert!(rollout_status(cp, "pz").contains("successfully rolled out"));
+    let sets = replica_sets(cp, "pz");
+    assert_eq!(sets.len(), 3);
+    assert!(!annotation(
+        &sets[2]["spec"]["template"],
+        "kubectl.kubernetes.io/restartedAt"
+    )
+    .is_empty());
+    let d = cp.get_json(&["deploy", "pz"]);
+    assert_eq!(annotation(&d, "deployment.kubernetes.io/revision"), "3");
+}
+
+#[test]
+fn deployment_reports_an_exceeded_progress_deadline() {
+    let c = cluster("replicaset,deployment");
+    let cp = &c.cp;
+    cp.ok_stdin(
+        &["apply", "-f", "-"],
+        &deployment(
+            "slow",
+            2,
+            "{type: RollingUpdate, rollingUpdate: {maxSurge: 1, maxUnavailable: 0}}",
+            "  progressDeadlineSeconds: 3",
+        ),
+    );
+    rollout_status(cp, "slow");
+    // New pods that no node can take stay Pending: no progress.
+    cp.ok(&[
+        "patch",
+        "deployment/slow",
+        "-p",
+        r#"{"spec":{"template":{"spec":{"nodeSelector":{"nowhere":"true"}}}}}"#,
+    ]);
+    eventually("ProgressDeadlineExceeded", WAIT, || {
+        let d = cp.get_json(&["deploy", "slow"]);
+        condition(&d, "Progressing") == ("False".into(), "ProgressDeadlineExceeded".into())
+    });
+    let out = cp.kubectl(&["rollout", "status", "deployment/slow", "--timeout=10s"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exceeded its progress deadline"));
+    // The old pods still serve: maxUnavailable 0.
+    let d = cp.get_json(&["deploy", "slow"]);
+    assert_eq!(d["status"]["availableReplicas"], 2);
+    assert_eq!(condition(&d, "Available").0, "True");
+}

@@ -9,6 +9,8 @@ use futures::FutureExt;
 
 use crate::context::Context;
 
+pub mod deployment;
+pub mod events;
 pub mod expectations;
 pub mod informer;
 pub mod ownership;
@@ -53,6 +55,12 @@ pub fn all() -> Vec<Descriptor> {
             alias: "replicationcontroller",
             enabled_by_default: true,
             run: |ctx| replicationcontroller::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "deployment-controller",
+            alias: "deployment",
+            enabled_by_default: true,
+            run: |ctx| deployment::run(ctx).boxed(),
         },
     ]
 }

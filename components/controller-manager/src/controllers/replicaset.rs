@@ -18,7 +18,6 @@ use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::core::Selector;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -26,6 +25,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
 
+use super::events::{Events, Kind};
 use super::expectations::Expectations;
 use super::informer::{self, Change, Queue};
 use super::ownership::{self, controller_of, controller_ref, error_message, Claim};
@@ -213,7 +213,7 @@ pub struct Replicas<R: ReplicaOwner> {
     owners: Store<R>,
     pods: Store<Pod>,
     expectations: Arc<Expectations>,
-    recorder: Recorder,
+    events: Events,
 }
 
 fn key_of<K: Resource>(obj: &K) -> String {
@@ -358,7 +358,7 @@ pub async fn run_for<R: ReplicaOwner>(ctx: Arc<Context>) {
     let ready = vec![informer::ready(&owners), informer::ready(&pods)];
     let concurrency = R::concurrency(&ctx.options);
     let shared = Arc::new(Replicas {
-        recorder: ctx.recorder(R::CONTROLLER),
+        events: Events::new(ctx.client.clone(), R::CONTROLLER, &ctx.identity),
         ctx,
         owners: owners.clone(),
         pods,
@@ -483,29 +483,6 @@ async fn claim_pods<R: ReplicaOwner>(
     Ok(claimed)
 }
 
-fn publish(
-    recorder: &Recorder,
-    owner: &impl Resource<DynamicType = ()>,
-    type_: EventType,
-    reason: &str,
-    note: String,
-) {
-    let recorder = recorder.clone();
-    let reference = owner.object_ref(&());
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
-    tokio::spawn(async move {
-        if let Err(error) = recorder.publish(&event, &reference).await {
-            tracing::debug!(%error, "recording an event failed");
-        }
-    });
-}
-
 fn namespace_terminating(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 403
         && status.message.contains("being terminated"))
@@ -539,25 +516,17 @@ async fn manage<R: ReplicaOwner>(
                     Ok(made) => {
                         created += 1;
                         let note = format!("Created pod: {}", made.name_any());
-                        publish(
-                            &shared.recorder,
-                            owner,
-                            EventType::Normal,
-                            "SuccessfulCreate",
-                            note,
-                        );
+                        shared
+                            .events
+                            .record(owner, Kind::Normal, "SuccessfulCreate", note);
                     }
                     Err(error) if namespace_terminating(&error) => {}
                     Err(error) => {
                         let message = error_message(&error);
                         let note = format!("Error creating: {message}");
-                        publish(
-                            &shared.recorder,
-                            owner,
-                            EventType::Warning,
-                            "FailedCreate",
-                            note,
-                        );
+                        shared
+                            .events
+                            .record(owner, Kind::Warning, "FailedCreate", note);
                         failure = Some(ManageFailure {
                             reason: "FailedCreate",
                             message,
@@ -596,10 +565,9 @@ async fn manage<R: ReplicaOwner>(
         for (pod, result) in victims.iter().zip(results) {
             let name = pod.name_any();
             match result {
-                Ok(_) => publish(
-                    &shared.recorder,
+                Ok(_) => shared.events.record(
                     owner,
-                    EventType::Normal,
+                    Kind::Normal,
                     "SuccessfulDelete",
                     format!("Deleted pod: {name}"),
                 ),
@@ -611,13 +579,9 @@ async fn manage<R: ReplicaOwner>(
                     }
                     let message = error_message(&error);
                     let note = format!("Error deleting: {message}");
-                    publish(
-                        &shared.recorder,
-                        owner,
-                        EventType::Warning,
-                        "FailedDelete",
-                        note,
-                    );
+                    shared
+                        .events
+                        .record(owner, Kind::Warning, "FailedDelete", note);
                     failure = Some(ManageFailure {
                         reason: "FailedDelete",
                         message,
