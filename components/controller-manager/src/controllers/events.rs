@@ -42,7 +42,9 @@ impl Events {
         reason: &str,
         note: String,
     ) {
-        let event = self.event(
+        let event = build(
+            &self.controller,
+            &self.instance,
             regarding.object_ref(&()),
             kind,
             reason,
@@ -59,36 +61,37 @@ impl Events {
             }
         });
     }
+}
 
-    fn event(
-        &self,
-        regarding: ObjectReference,
-        kind: Kind,
-        reason: &str,
-        note: String,
-        now: Timestamp,
-    ) -> Event {
-        let name = format!(
-            "{}.{:x}",
-            regarding.name.as_deref().unwrap_or(&self.controller),
-            now.as_nanosecond()
-        );
-        Event {
-            metadata: ObjectMeta {
-                name: Some(name),
-                namespace: regarding.namespace.clone(),
-                ..ObjectMeta::default()
-            },
-            event_time: Some(MicroTime(now)),
-            action: Some(reason.into()),
-            reason: Some(reason.into()),
-            note: Some(note),
-            type_: Some(format!("{kind:?}")),
-            reporting_controller: Some(self.controller.clone()),
-            reporting_instance: Some(self.instance.clone()),
-            regarding: Some(regarding),
-            ..Event::default()
-        }
+fn build(
+    controller: &str,
+    instance: &str,
+    regarding: ObjectReference,
+    kind: Kind,
+    reason: &str,
+    note: String,
+    now: Timestamp,
+) -> Event {
+    let name = format!(
+        "{}.{:x}",
+        regarding.name.as_deref().unwrap_or(controller),
+        now.as_nanosecond()
+    );
+    Event {
+        metadata: ObjectMeta {
+            name: Some(name),
+            namespace: regarding.namespace.clone(),
+            ..ObjectMeta::default()
+        },
+        event_time: Some(MicroTime(now)),
+        action: Some(reason.into()),
+        reason: Some(reason.into()),
+        note: Some(note),
+        type_: Some(format!("{kind:?}")),
+        reporting_controller: Some(controller.into()),
+        reporting_instance: Some(instance.into()),
+        regarding: Some(regarding),
+        ..Event::default()
     }
 }
 
@@ -103,10 +106,9 @@ mod tests {
             namespace: Some("ns".into()),
             ..ObjectReference::default()
         };
-        let config = kube::Config::new("http://127.0.0.1:1".parse().unwrap());
-        let client = kube::Client::try_from(config).unwrap();
-        let events = Events::new(client, "replicaset-controller", "me");
-        let e = events.event(
+        let e = build(
+            "replicaset-controller",
+            "me",
             regarding,
             Kind::Warning,
             "FailedCreate",
