@@ -11,20 +11,27 @@ use crate::context::Context;
 
 pub mod cronjob;
 pub mod daemonset;
+pub mod deployment;
 pub mod discovery;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod events;
+pub mod expectations;
 pub mod garbage_collector;
 pub mod informer;
 pub mod job;
 pub mod namespace;
 pub mod node_ipam;
 pub mod node_lifecycle;
+pub mod ownership;
 pub mod persistentvolume;
 pub mod pod_control;
 pub mod pod_gc;
+pub mod pods;
 pub mod quantity;
+pub mod replicaset;
+pub mod replicationcontroller;
 pub mod resourcequota;
 pub mod revision;
 pub mod root_ca;
@@ -153,6 +160,24 @@ pub fn all() -> Vec<Descriptor> {
             alias: "statefulset",
             enabled_by_default: true,
             run: |ctx| statefulset::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "replicaset-controller",
+            alias: "replicaset",
+            enabled_by_default: true,
+            run: |ctx| replicaset::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "replicationcontroller-controller",
+            alias: "replicationcontroller",
+            enabled_by_default: true,
+            run: |ctx| replicationcontroller::run(ctx).boxed(),
+        },
+        Descriptor {
+            name: "deployment-controller",
+            alias: "deployment",
+            enabled_by_default: true,
+            run: |ctx| deployment::run(ctx).boxed(),
         },
     ]
 }
