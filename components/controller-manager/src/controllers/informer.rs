@@ -228,18 +228,6 @@ pub fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retries_back_off_exponentially_up_to_a_cap() {
-        assert_eq!(retry_delay(0), Duration::from_millis(5));
-        assert_eq!(retry_delay(3), Duration::from_millis(40));
-        assert_eq!(retry_delay(40), MAX_RETRY_DELAY);
-    }
-}
-
 /// Starts caching what `api` lists under `config`; `changed` is notified on every event. The
 /// store is empty until [`Store::wait_until_ready`] returns.
 pub fn cache<K>(api: Api<K>, config: watcher::Config, changed: Arc<Notify>) -> Store<K>
@@ -259,4 +247,16 @@ where
         }
     });
     reader
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_exponentially_up_to_a_cap() {
+        assert_eq!(retry_delay(0), Duration::from_millis(5));
+        assert_eq!(retry_delay(3), Duration::from_millis(40));
+        assert_eq!(retry_delay(40), MAX_RETRY_DELAY);
+    }
 }
