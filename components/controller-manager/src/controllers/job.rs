@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
 use kube::{Resource, ResourceExt};
@@ -627,16 +627,7 @@ async fn publish_related(
     note: String,
     related: Option<ObjectReference>,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: related,
-    };
-    if let Err(error) = shared.recorder.publish(&event, &job.object_ref(&())).await {
-        tracing::debug!(%error, "publishing an event");
-    }
+    super::pod_control::publish_event(&shared.recorder, job, type_, reason, note, related).await;
 }
 
 async fn sync(job: &Job, shared: &Shared) -> Result<Action, Error> {

@@ -291,6 +291,28 @@ pub fn is_conflict_or_gone(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404 || status.code == 409)
 }
 
+/// Records an event about `owner`; `related` names the object it concerns (kube's recorder
+/// merges events of one reason about one object into a series, so each pod or job is named).
+pub async fn publish_event<K: Resource<DynamicType = ()>>(
+    recorder: &kube::runtime::events::Recorder,
+    owner: &K,
+    type_: kube::runtime::events::EventType,
+    reason: &str,
+    note: String,
+    related: Option<k8s_openapi::api::core::v1::ObjectReference>,
+) {
+    let event = kube::runtime::events::Event {
+        type_,
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: related,
+    };
+    if let Err(error) = recorder.publish(&event, &owner.object_ref(&())).await {
+        tracing::debug!(%error, "publishing an event");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

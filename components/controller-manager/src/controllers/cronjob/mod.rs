@@ -16,10 +16,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{self, Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{EventType, Recorder};
 use kube::runtime::reflector::Store;
 use kube::runtime::watcher;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 
 use crate::context::Context;
 use crate::controllers::job::condition_true;
@@ -237,20 +237,8 @@ async fn publish_related(
     note: String,
     related: Option<ObjectReference>,
 ) {
-    let event = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: related,
-    };
-    if let Err(error) = shared
-        .recorder
-        .publish(&event, &cronjob.object_ref(&()))
-        .await
-    {
-        tracing::debug!(%error, "publishing an event");
-    }
+    super::pod_control::publish_event(&shared.recorder, cronjob, type_, reason, note, related)
+        .await;
 }
 
 fn requeue_at(next: Option<Timestamp>, now: Timestamp) -> Action {
