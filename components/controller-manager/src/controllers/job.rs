@@ -61,6 +61,10 @@ struct Shared {
     pods: Store<Pod>,
     expectations: Expectations,
     backoff: Mutex<HashMap<String, BackoffRecord>>,
+    /// The resourceVersion each Job got from this controller's latest status write. A Job in
+    /// the cache older than that is a view from before the write: syncing it would count pods
+    /// again or create pods that are already there, so the sync waits for the watch.
+    written: Mutex<HashMap<String, u64>>,
     recorder: Recorder,
 }
 
@@ -111,6 +115,7 @@ pub async fn run(ctx: Arc<Context>) {
         pods,
         expectations: Expectations::default(),
         backoff: Mutex::default(),
+        written: Mutex::default(),
         ctx: ctx.clone(),
     });
     Controller::new(
@@ -648,6 +653,7 @@ async fn sync(job: &Job, shared: &Shared) -> Result<Action, Error> {
         for pod in pods.iter().filter(|p| has_finalizer(p)) {
             remove_finalizer(&pod_api, pod).await?;
         }
+        lock(&shared.written).remove(&key);
         if job.metadata.deletion_timestamp.is_some() {
             shared.expectations.forget(&key);
             lock(&shared.backoff).remove(&key);
@@ -656,6 +662,9 @@ async fn sync(job: &Job, shared: &Shared) -> Result<Action, Error> {
     }
     if !shared.expectations.satisfied(&key, &shared.pods) {
         return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    if is_stale(&shared.written, &key, job) {
+        return Ok(Action::requeue(Duration::from_millis(100)));
     }
     let now = Timestamp::now();
     let old_status = job.status.clone().unwrap_or_default();
@@ -670,15 +679,20 @@ async fn sync(job: &Job, shared: &Shared) -> Result<Action, Error> {
         *record = record.observe(new_succeeded, new_failed, now);
         *record
     };
+    // Every status write names the resourceVersion it was computed from: the counts add up
+    // over syncs, so a write from an older view must fail rather than undo a newer one.
+    let mut version = job.resource_version();
     if new_succeeded + new_failed > 0 {
-        job_api
-            .patch_status(
-                &job.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&pod_control::status_patch(Some(&old_status), &status)),
-            )
-            .await
-            .map_err(status_error)?;
+        match write_status(&job_api, job, &old_status, &status, version).await {
+            Ok(written) => {
+                version = written.resource_version();
+                remember_write(&shared.written, &key, &written);
+            }
+            Err(e) if is_conflict_or_gone(&e) => {
+                return Ok(Action::requeue(Duration::from_secs(1)))
+            }
+            Err(e) => return Err(status_error(e)),
+        }
     }
     let uncounted: BTreeSet<String> = status
         .uncounted_terminated_pods
@@ -805,15 +819,8 @@ async fn sync(job: &Job, shared: &Shared) -> Result<Action, Error> {
         &old_status
     };
     if status != *before {
-        match job_api
-            .patch_status(
-                &job.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&pod_control::status_patch(Some(before), &status)),
-            )
-            .await
-        {
-            Ok(_) => {}
+        match write_status(&job_api, job, before, &status, version).await {
+            Ok(written) => remember_write(&shared.written, &key, &written),
             Err(e) if is_conflict_or_gone(&e) => {
                 return Ok(Action::requeue(Duration::from_secs(1)))
             }
@@ -832,6 +839,51 @@ async fn sync(job: &Job, shared: &Shared) -> Result<Action, Error> {
         Some(after) => Action::requeue(after.max(Duration::from_millis(100))),
         None => Action::await_change(),
     })
+}
+
+/// Writes `status` (computed from `before`) as a merge patch that holds only if the Job is
+/// still at `version`.
+async fn write_status(
+    api: &Api<Job>,
+    job: &Job,
+    before: &JobStatus,
+    status: &JobStatus,
+    version: Option<String>,
+) -> Result<Job, kube::Error> {
+    let mut patch = pod_control::status_patch(Some(before), status);
+    patch["metadata"] = json!({ "resourceVersion": version });
+    api.patch_status(
+        &job.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(&patch),
+    )
+    .await
+}
+
+fn resource_version_number(job: &Job) -> Option<u64> {
+    job.metadata.resource_version.as_deref()?.parse().ok()
+}
+
+fn remember_write(written: &Mutex<HashMap<String, u64>>, key: &str, job: &Job) {
+    if let Some(version) = resource_version_number(job) {
+        lock(written).insert(key.to_string(), version);
+    }
+}
+
+/// Whether the cached `job` predates this controller's latest status write. hakube's
+/// resourceVersions are etcd revisions, so they order; one that does not parse never waits.
+fn is_stale(written: &Mutex<HashMap<String, u64>>, key: &str, job: &Job) -> bool {
+    let mut written = lock(written);
+    let Some(&last) = written.get(key) else {
+        return false;
+    };
+    match resource_version_number(job) {
+        Some(seen) if seen < last => true,
+        _ => {
+            written.remove(key);
+            false
+        }
+    }
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -1041,6 +1093,23 @@ mod tests {
         let owner = &pod.metadata.owner_references.unwrap()[0];
         assert_eq!(owner.controller, Some(true));
         assert_eq!(owner.block_owner_deletion, Some(true));
+    }
+
+    #[test]
+    fn a_job_older_than_the_last_status_write_waits_for_the_watch() {
+        let written = Mutex::default();
+        let mut seen = job(Some(1), 1, false);
+        seen.metadata.resource_version = Some("41".into());
+        assert!(!is_stale(&written, "ns/pi", &seen), "nothing written yet");
+        let mut after_write = seen.clone();
+        after_write.metadata.resource_version = Some("42".into());
+        remember_write(&written, "ns/pi", &after_write);
+        assert!(is_stale(&written, "ns/pi", &seen));
+        assert!(!is_stale(&written, "ns/pi", &after_write));
+        assert!(
+            !is_stale(&written, "ns/pi", &seen),
+            "once caught up the record is dropped"
+        );
     }
 
     #[test]
