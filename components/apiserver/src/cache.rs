@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -69,46 +69,106 @@ pub struct CacheEvent {
     pub current: Option<Arc<CachedObject>>,
     /// The object before the change, if it existed.
     pub previous: Option<Arc<CachedObject>>,
+    /// What is made from the objects for the watchers, kept while the event is among the
+    /// newest `WATCHER_QUEUE` (where every watcher still being fed is) and made again on
+    /// demand after that: a parsed object is several times its JSON, and the history would
+    /// otherwise hold those of every event for as long as it keeps them.
+    derived: Mutex<Derived>,
+}
+
+#[derive(Default)]
+struct Derived {
+    /// The event has left the newest ones: nothing more is kept.
+    retired: bool,
     /// The wire lines for watchers that need no conversion: ADDED, MODIFIED, DELETED.
-    lines: [OnceLock<Bytes>; 3],
-    /// The objects parsed once for every watcher with a selector.
-    parsed: [OnceLock<Value>; 2],
+    lines: [Option<Bytes>; 3],
+    /// The objects parsed for the watchers with a selector: current, previous.
+    parsed: [Option<Arc<Value>>; 2],
 }
 
 impl CacheEvent {
-    /// The watch line for this event as `kind` ("ADDED", "MODIFIED", "DELETED"), made once.
+    fn new(
+        revision: i64,
+        key: String,
+        current: Option<Arc<CachedObject>>,
+        previous: Option<Arc<CachedObject>>,
+    ) -> CacheEvent {
+        CacheEvent {
+            revision,
+            key,
+            current,
+            previous,
+            derived: Mutex::default(),
+        }
+    }
+
+    fn derived(&self) -> std::sync::MutexGuard<'_, Derived> {
+        self.derived
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The value in `slot`, made by `make` unless it is kept already. Made outside the lock,
+    /// as making a DELETED line takes the parsed previous object.
+    fn derive<T: Clone>(
+        &self,
+        slot: fn(&mut Derived) -> &mut Option<T>,
+        make: impl FnOnce() -> T,
+    ) -> T {
+        if let Some(kept) = slot(&mut self.derived()).clone() {
+            return kept;
+        }
+        let made = make();
+        let mut derived = self.derived();
+        if !derived.retired {
+            *slot(&mut derived) = Some(made.clone());
+        }
+        made
+    }
+
+    /// Lets go of what was made for the live watchers.
+    fn retire(&self) {
+        *self.derived() = Derived {
+            retired: true,
+            ..Derived::default()
+        };
+    }
+
+    /// The watch line for this event as `kind` ("ADDED", "MODIFIED", "DELETED"), made once
+    /// while the event is recent.
     pub fn shared_line(&self, kind: &str) -> Option<Bytes> {
         Some(match kind {
             "ADDED" => {
                 let current = self.current.as_ref()?;
-                self.lines[0].get_or_init(|| current.line(kind)).clone()
+                self.derive(|d| &mut d.lines[0], || current.line(kind))
             }
             "MODIFIED" => {
                 let current = self.current.as_ref()?;
-                self.lines[1].get_or_init(|| current.line(kind)).clone()
+                self.derive(|d| &mut d.lines[1], || current.line(kind))
             }
             _ => {
                 let deleted = self.deleted_object()?;
-                self.lines[2].get_or_init(|| line(kind, &deleted)).clone()
+                self.derive(|d| &mut d.lines[2], || line(kind, &deleted))
             }
         })
     }
 
-    /// The object after the change, parsed once.
-    pub fn current_object(&self) -> Option<&Value> {
+    /// The object after the change, parsed once while the event is recent.
+    pub fn current_object(&self) -> Option<Arc<Value>> {
         let current = self.current.as_ref()?;
-        Some(self.parsed[0].get_or_init(|| current.object()))
+        Some(self.derive(|d| &mut d.parsed[0], || Arc::new(current.object())))
     }
 
-    /// The object before the change, parsed once.
-    pub fn previous_object(&self) -> Option<&Value> {
+    /// The object before the change, parsed once while the event is recent.
+    pub fn previous_object(&self) -> Option<Arc<Value>> {
         let previous = self.previous.as_ref()?;
-        Some(self.parsed[1].get_or_init(|| previous.object()))
+        Some(self.derive(|d| &mut d.parsed[1], || Arc::new(previous.object())))
     }
 
     /// The last state of an object that left, stamped with the revision it left at.
     pub fn deleted_object(&self) -> Option<Value> {
-        let mut last = self.previous_object()?.clone();
+        let previous = self.previous_object()?;
+        let mut last = Value::clone(&previous);
         set_resource_version(&mut last, self.revision);
         Some(last)
     }
@@ -147,6 +207,9 @@ struct State {
     /// newer change shows they are all in): the newest of them so far. A watch that resumes
     /// from before the load has every change up to here.
     replayed: Option<i64>,
+    /// While the changes from before the load arrive: each key's newest object among them, so
+    /// the next change's previous object is shared rather than decoded again.
+    replay_latest: HashMap<String, Arc<CachedObject>>,
     watchers: Vec<Watcher>,
 }
 
@@ -367,8 +430,11 @@ impl Cache {
     }
 
     async fn follow(&self, store: &Store) -> Result<(), StoreError> {
-        let page = store.list(&self.prefix, None, 0, 0, false).await?;
-        let loaded = page.revision;
+        let (items, loaded) = store
+            .list_each(&self.prefix, |s| {
+                (s.key.clone(), Arc::new(CachedObject::from_stored(s)))
+            })
+            .await?;
         // The watch starts in the past so the history also covers recent changes from before
         // the load: clients resume from resourceVersions they got earlier (from etcd, or from
         // another API server). Changes up to `loaded` only fill the history, and reach the
@@ -379,12 +445,9 @@ impl Cache {
                 .state
                 .write()
                 .unwrap_or_else(|poisoned| poisoned.into_inner());
-            state.objects = page
-                .items
-                .into_iter()
-                .map(|s| (s.key.clone(), Arc::new(CachedObject::from_stored(s))))
-                .collect();
+            state.objects = items.into_iter().collect();
             state.history.clear();
+            state.replay_latest.clear();
             // A client that listed just before this load (the first watch of a type creates
             // its cache) resumes from before it: that must not be refused as too old.
             state.history_start = from - 1;
@@ -443,30 +506,40 @@ impl Cache {
     /// sends it to the watches that resume from before it.
     fn remember(&self, event: &etcd_client::Event) -> Result<(), StoreError> {
         let Some(kv) = event.kv() else { return Ok(()) };
-        let current = match event.event_type() {
-            EventType::Put => Some(Arc::new(CachedObject::from_stored(Store::decode_event(
-                kv,
-            )?))),
-            EventType::Delete => None,
-        };
-        let previous = match event.prev_kv() {
-            Some(prev) => Some(Arc::new(CachedObject::from_stored(Store::decode_event(
-                prev,
-            )?))),
-            None => None,
-        };
+        let key = String::from_utf8_lossy(kv.key()).into_owned();
         let mut state = self
             .state
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let event = Arc::new(CacheEvent {
-            revision: kv.mod_revision(),
-            key: String::from_utf8_lossy(kv.key()).into_owned(),
-            current,
-            previous,
-            lines: Default::default(),
-            parsed: Default::default(),
-        });
+        // The objects of these changes are mostly the loaded ones, or each other's (a change's
+        // previous object is the one before it): they are shared, as `apply` shares them, so
+        // the history does not hold a second copy of every object.
+        let known = |state: &State, revision: i64| {
+            [state.objects.get(&key), state.replay_latest.get(&key)]
+                .into_iter()
+                .flatten()
+                .find(|o| o.mod_revision == revision)
+                .cloned()
+        };
+        let current = match event.event_type() {
+            EventType::Put => Some(match known(&state, kv.mod_revision()) {
+                Some(shared) => shared,
+                None => Arc::new(CachedObject::from_stored(Store::decode_event(kv)?)),
+            }),
+            EventType::Delete => None,
+        };
+        let previous = match event.prev_kv() {
+            Some(prev) => Some(match known(&state, prev.mod_revision()) {
+                Some(shared) => shared,
+                None => Arc::new(CachedObject::from_stored(Store::decode_event(prev)?)),
+            }),
+            None => None,
+        };
+        match &current {
+            Some(c) => state.replay_latest.insert(key.clone(), c.clone()),
+            None => state.replay_latest.remove(&key),
+        };
+        let event = Arc::new(CacheEvent::new(kv.mod_revision(), key, current, previous));
         state.replayed = state.replayed.map(|r| r.max(event.revision));
         self.record(&mut state, event);
         Ok(())
@@ -475,6 +548,16 @@ impl Cache {
     /// Appends a change to the history and sends it to the watchers that need it.
     fn record(&self, state: &mut State, event: Arc<CacheEvent>) {
         state.history.push_back(event.clone());
+        // A watcher further behind than its queue has been cut off: older events are only
+        // replayed from here on.
+        if let Some(old) = state
+            .history
+            .len()
+            .checked_sub(WATCHER_QUEUE + 1)
+            .and_then(|i| state.history.get(i))
+        {
+            old.retire();
+        }
         while state.history.len() > self.capacity {
             if let Some(old) = state.history.pop_front() {
                 state.history_start = state.history_start.max(old.revision);
@@ -515,16 +598,10 @@ impl Cache {
             Some(c) => state.objects.insert(key.clone(), c.clone()),
             None => state.objects.remove(&key),
         };
-        let event = Arc::new(CacheEvent {
-            revision,
-            key,
-            current,
-            previous,
-            lines: Default::default(),
-            parsed: Default::default(),
-        });
+        let event = Arc::new(CacheEvent::new(revision, key, current, previous));
         // A change after the load: the replay of the time before it is complete.
         state.replayed = None;
+        state.replay_latest = HashMap::new();
         self.record(&mut state, event);
         state.revision = state.revision.max(revision);
         let now = state.revision;

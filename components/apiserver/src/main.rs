@@ -6,8 +6,18 @@ use clap::Parser;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use hakube_apiserver::options::Options;
 
+fn main() -> std::process::ExitCode {
+    // mimalloc asks for transparent huge pages on its arena (MADV_HUGEPAGE), so every 2 MiB it
+    // touches is resident whole, however little of it is in use, and stays so after frees
+    // (at startup: 55 MiB resident with them, 37 MiB without). Before any thread starts.
+    if let Err(e) = nix::sys::prctl::set_thp_disable(true) {
+        eprintln!("could not disable transparent huge pages: {e}");
+    }
+    serve()
+}
+
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn serve() -> std::process::ExitCode {
     let opts = Options::parse();
     let level = match opts.verbosity {
         0 | 1 => "info",

@@ -321,6 +321,34 @@ impl Store {
         })
     }
 
+    /// Every object under `prefix` now, each turned into `T` as soon as it is decoded (so a
+    /// whole type is never held as parsed values at once), and the revision they are current
+    /// at.
+    pub async fn list_each<T>(
+        &self,
+        prefix: &str,
+        mut each: impl FnMut(Stored) -> T,
+    ) -> Result<(Vec<T>, i64), StoreError> {
+        let begin = Instant::now();
+        let resp = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+            .get(
+                prefix,
+                Some(GetOptions::new().with_range(prefix_end(prefix))),
+            )
+            .await
+            .map_err(StoreError::from_etcd)?;
+        self.timed("list", begin);
+        let revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        let mut items = Vec::with_capacity(resp.kvs().len());
+        for kv in resp.kvs() {
+            items.push(each(Self::decode(kv.key(), kv.value(), kv.mod_revision())?));
+        }
+        Ok((items, revision))
+    }
+
     /// Creates `key`, failing if it (or any of `extras.create`) exists.
     pub async fn create(
         &self,

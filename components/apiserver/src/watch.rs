@@ -315,9 +315,12 @@ fn translate(request: &WatchRequest, event: &CacheEvent) -> Option<Bytes> {
         && (everything
             || event
                 .previous_object()
-                .is_some_and(|o| selectors.matches(o)));
+                .is_some_and(|o| selectors.matches(&o)));
     let new_matches = event.current.is_some()
-        && (everything || event.current_object().is_some_and(|c| selectors.matches(c)));
+        && (everything
+            || event
+                .current_object()
+                .is_some_and(|c| selectors.matches(&c)));
     let kind = match (old_matches, new_matches) {
         (true, true) => "MODIFIED",
         (false, true) => "ADDED",
@@ -330,7 +333,7 @@ fn translate(request: &WatchRequest, event: &CacheEvent) -> Option<Bytes> {
     }
     let object = match kind {
         "DELETED" => event.deleted_object()?,
-        _ => event.current_object()?.clone(),
+        _ => event.current_object()?.as_ref().clone(),
     };
     Some(request.event(kind, object))
 }
