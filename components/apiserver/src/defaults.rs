@@ -204,7 +204,9 @@ fn job_spec(spec: &mut Value) {
     }
 }
 
-/// Defaults shared by pods and pod templates.
+/// Defaults shared by pods and pod templates. `priority` and `preemptionPolicy` are not among
+/// them: Priority admission sets both on each new pod from its class, and refuses a pod whose
+/// given priority differs, so a template must not carry them.
 pub fn pod_spec(spec: &mut Value) {
     default_at(spec, "restartPolicy", json!("Always"));
     default_at(spec, "terminationGracePeriodSeconds", json!(30));
@@ -216,8 +218,6 @@ pub fn pod_spec(spec: &mut Value) {
         default_at(spec, "serviceAccount", sa);
     }
     default_at(spec, "enableServiceLinks", json!(true));
-    default_at(spec, "priority", json!(0));
-    default_at(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     for list in ["containers", "initContainers"] {
         if let Some(containers) = spec.get_mut(list).and_then(Value::as_array_mut) {
             for c in containers {

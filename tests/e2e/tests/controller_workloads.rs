@@ -225,7 +225,7 @@ fn replica_set_reports_create_failures_and_never_overshoots() {
     assert!(live_pods(cp, "app=web").is_empty());
     cp.ok_stdin(
         &["apply", "-f", "-"],
-        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: later}\nvalue: 0\n",
+        "apiVersion: scheduling.k8s.io/v1\nkind: PriorityClass\nmetadata: {name: later}\nvalue: 1000\n",
     );
     eventually(
         "pods made and the condition cleared",
@@ -235,6 +235,15 @@ fn replica_set_reports_create_failures_and_never_overshoots() {
             s["status"]["conditions"].is_null() && s["status"]["readyReplicas"] == 3
         },
     );
+    // The template carries no priority of its own: each pod gets its class's.
+    assert!(cp.get_json(&["rs", "web"])["spec"]["template"]["spec"]["priority"].is_null());
+    for pod in live_pods(cp, "app=web") {
+        assert_eq!(pod["spec"]["priority"], 1000, "{pod}");
+        assert_eq!(
+            pod["spec"]["preemptionPolicy"], "PreemptLowerPriority",
+            "{pod}"
+        );
+    }
     // A large scale-up lands exactly: expectations keep a lagging cache from doubling it.
     cp.ok(&["scale", "rs", "web", "--replicas=60"]);
     eventually("sixty pods", WAIT, || live_pods(cp, "app=web").len() == 60);
