@@ -63,7 +63,7 @@ fn fail(observed: &mut Observed, host: &str, since: Duration) {
     );
 }
 
-fn member_mut<'a>(observed: &'a mut Observed, id: u64) -> &'a mut Member {
+fn member_mut(observed: &mut Observed, id: u64) -> &mut Member {
     observed.members.iter_mut().find(|m| m.id == id).unwrap()
 }
 
@@ -121,7 +121,7 @@ fn try_run(observed: &mut Observed, desired: &Desired) -> Result<Vec<Step>, Test
     let mut steps = Vec::new();
     for _ in 0..64 {
         let next = step(observed, desired);
-        check_step(observed, &next)?;
+        check_step(observed, desired, &next)?;
         let before = observed.clone();
         apply(observed, &next);
         let stuck = matches!(next, Step::Wait(_)) && *observed == before;
@@ -606,7 +606,7 @@ fn world(
 
 /// The step keeps quorum, starts nothing new while a change is in flight, and names a member
 /// or host it may act on.
-fn check_step(observed: &Observed, step: &Step) -> Result<(), TestCaseError> {
+fn check_step(observed: &Observed, desired: &Desired, step: &Step) -> Result<(), TestCaseError> {
     let before = Votes::of(&observed.members);
     let member = |id: u64| observed.members.iter().find(|m| m.id == id);
     let after = match step {
@@ -633,6 +633,7 @@ fn check_step(observed: &Observed, step: &Step) -> Result<(), TestCaseError> {
                 "adds a learner on {host}: {state:?}"
             );
             prop_assert!(!observed.members.iter().any(|m| &m.host == host));
+            prop_assert!(desired.allowed_hosts.contains(host));
             before
         }
         _ => before,
