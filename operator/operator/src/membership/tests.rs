@@ -380,7 +380,7 @@ fn scaling_down_removes_an_unhealthy_member_before_a_healthy_one() {
 }
 
 #[test]
-fn the_leader_goes_when_it_is_the_only_member_due_to() {
+fn the_leader_goes_when_it_is_the_only_member_due_to_go() {
     let (mut observed, mut desired) = cluster(&["cp-1", "cp-2"], &[], 1);
     desired.allowed_hosts = vec!["cp-2".into()];
     assert_eq!(observed.leader, Some(1));
