@@ -1,12 +1,13 @@
 //! hakube-operator: reconciles `Cluster` objects into running HA control planes on the hosts
 //! their spec names, through each host's hakube-hostd. The decisions are pure (`render`,
-//! `pki`, `plan`); the controller reads the world, asks them for the next step, takes it and
-//! reports status.
+//! `pki`, `plan`, `membership`); the controller reads the world, asks them for the next step,
+//! takes it and reports status.
 #![forbid(unsafe_code)]
 
 pub mod bundles;
 pub mod controller;
 pub mod hostsvc;
+pub mod membership;
 pub mod metrics;
 pub mod pki;
 pub mod plan;
