@@ -28,7 +28,9 @@ const NETNS_PREFIX: &str = "hakube-";
 const VETH_PREFIX: &str = "hk-";
 const OPERATOR_NAMESPACE: &str = "hakube-system";
 const HOSTD_PORT: u16 = 9443;
+/// The first operator replica's host endpoint; each further replica takes the next port.
 const OPERATOR_HOST_PORT: u16 = 9444;
+const OPERATOR_REPLICAS: [&str; 2] = ["operator-1", "operator-2"];
 const FIELD_MANAGER: &str = "hakube";
 /// The version `hakube up` builds from this tree's binaries.
 pub const LOCAL_VERSION: &str = "v1.33.0-local";
@@ -132,6 +134,15 @@ fn build_bundle(bin: &Path, out: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// The end of each operator replica's log, for errors.
+fn operator_logs(state: &State) -> String {
+    OPERATOR_REPLICAS
+        .iter()
+        .map(|replica| format!("{replica} log:\n{}", state.log_tail(replica)))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn say(started: Instant, message: &str) {
     println!("[{:>6.2}s] {message}", started.elapsed().as_secs_f64());
 }
@@ -204,20 +215,25 @@ pub async fn up(
     )
     .await?;
 
-    let operator_port = management::free_port()?;
-    state.spawn(
-        "operator",
-        &bin.join("hakube-operator"),
-        &[
-            format!("--kubeconfig={}", state.management_kubeconfig().display()),
-            format!("--namespace={OPERATOR_NAMESPACE}"),
-            format!("--advertise-address={BRIDGE_ADDRESS}"),
-            format!("--host-endpoint-bind-address={BRIDGE_ADDRESS}:{OPERATOR_HOST_PORT}"),
-            format!("--bundle-dir={}", state.path("bundles").display()),
-            format!("--metrics-bind-address=127.0.0.1:{operator_port}"),
-        ],
-        &[],
-    )?;
+    // Two operator replicas, as in a real deployment: one leads through a Lease, the other
+    // stands by and takes over if it dies. Hosts join through the first one's endpoint.
+    for (replica, host_port) in OPERATOR_REPLICAS.iter().zip(OPERATOR_HOST_PORT..) {
+        let metrics_port = management::free_port()?;
+        state.spawn(
+            replica,
+            &bin.join("hakube-operator"),
+            &[
+                format!("--kubeconfig={}", state.management_kubeconfig().display()),
+                format!("--namespace={OPERATOR_NAMESPACE}"),
+                format!("--advertise-address={BRIDGE_ADDRESS}"),
+                format!("--host-endpoint-bind-address={BRIDGE_ADDRESS}:{host_port}"),
+                format!("--bundle-dir={}", state.path("bundles").display()),
+                format!("--metrics-bind-address=127.0.0.1:{metrics_port}"),
+                format!("--leader-elect-resource-namespace={OPERATOR_NAMESPACE}"),
+            ],
+            &[],
+        )?;
+    }
 
     let host_api: Api<Host> = Api::all(client.clone());
     let secrets: Api<Secret> = Api::namespaced(client.clone(), OPERATOR_NAMESPACE);
@@ -257,7 +273,7 @@ pub async fn up(
         },
     )
     .await
-    .map_err(|e| Error::Other(format!("{e}\n{}", state.log_tail("operator"))))?;
+    .map_err(|e| Error::Other(format!("{e}\n{}", operator_logs(&state))))?;
     let ca_file = state.path("hosts-ca.crt");
     fs::write(&ca_file, ca).map_err(io("writing the hosts CA"))?;
 
@@ -348,8 +364,8 @@ pub async fn up(
         }
         if Instant::now() > deadline {
             return Err(Error::Other(format!(
-                "the Cluster is not Available after {timeout_seconds}s: {last}\noperator log:\n{}",
-                state.log_tail("operator")
+                "the Cluster is not Available after {timeout_seconds}s: {last}\n{}",
+                operator_logs(&state)
             )));
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

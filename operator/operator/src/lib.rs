@@ -19,6 +19,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use hakube_hostd_api::client::ClientTls;
+use hakube_runtime::leader_election::{default_identity, LeaderElectionError, LeaderElector};
+use hakube_runtime::options::LeaderElectionArgs;
 
 /// The operator's flags.
 #[derive(clap::Parser, Debug, Clone)]
@@ -43,6 +45,10 @@ pub struct Options {
     /// `/metrics` and `/healthz`, plain HTTP.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub metrics_bind_address: String,
+    /// Replicas elect one leader through a Lease (`hakube-operator` unless named); only it
+    /// reconciles. Every replica serves the host endpoint.
+    #[command(flatten)]
+    pub leader_election: LeaderElectionArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +57,8 @@ pub enum RunError {
     Kubeconfig(String),
     #[error(transparent)]
     HostService(#[from] hostsvc::HostServiceError),
+    #[error(transparent)]
+    LeaderElection(#[from] LeaderElectionError),
     #[error("metrics endpoint {address}: {source}")]
     Metrics {
         address: String,
@@ -108,15 +116,31 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         render::url_host(options.advertise_addresses[0])
     );
     let ctx = Arc::new(controller::Context::new(
-        client,
+        client.clone(),
         hostd_tls,
         options.bundle_dir,
         artifact_url,
-        metrics,
+        metrics.clone(),
     ));
     tracing::info!("hakube-operator running");
+    let election = &options.leader_election;
+    // A replica that loses its lease exits, as upstream controllers do: the next leader
+    // starts from the observed state, and this one restarts as a candidate.
+    let reconcile = async move {
+        if !election.leader_elect {
+            controller::run(ctx).await;
+            return Ok(());
+        }
+        let elector = LeaderElector::new(client, election, "hakube-operator", default_identity())?;
+        elector
+            .run(async move {
+                metrics.is_leader.set(1);
+                controller::run(ctx).await;
+            })
+            .await
+    };
     tokio::select! {
-        _ = controller::run(ctx) => Ok(()),
+        led = reconcile => led.map_err(RunError::from),
         served = host_endpoint => match served {
             Ok(Err(e)) => Err(e.into()),
             _ => Ok(()),

@@ -41,6 +41,8 @@ pub struct Metrics {
     errors: Family<ErrorLabels, Counter>,
     duration: Histogram,
     conditions: Family<ConditionLabels, Gauge>,
+    /// 1 while this replica holds the operator's lease.
+    pub is_leader: Gauge,
 }
 
 impl Default for Metrics {
@@ -50,6 +52,7 @@ impl Default for Metrics {
         let errors = Family::<ErrorLabels, Counter>::default();
         let duration = Histogram::new(exponential_buckets(0.01, 2.0, 12));
         let conditions = Family::<ConditionLabels, Gauge>::default();
+        let is_leader = Gauge::default();
         registry.register(
             "hakube_operator_reconciliations",
             "Cluster reconciliations run",
@@ -70,12 +73,18 @@ impl Default for Metrics {
             "1 for each Cluster condition's current status",
             conditions.clone(),
         );
+        registry.register(
+            "leader_election_master_status",
+            "Whether this replica leads (1) or stands by (0)",
+            is_leader.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
             reconciliations,
             errors,
             duration,
             conditions,
+            is_leader,
         }
     }
 }

@@ -4,7 +4,6 @@
 //! leaving nothing behind. The suite takes the machine's `hakube0` bridge and `hakube-*`
 //! namespaces, so its tests run one at a time (see .config/nextest.toml).
 
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -254,10 +253,10 @@ fn external_etcd_cluster_comes_up_on_its_own_etcd_hosts() {
     local.down_leaves_nothing();
 }
 
-/// The operator is killed while it brings a Cluster up and started again with the same flags:
-/// level-triggered reconciling picks up where the first one stopped.
+/// `hakube up` runs two operator replicas; exactly one leads. The leader is killed while it
+/// brings the Cluster up: the standby takes the lease and finishes from the observed state.
 #[test]
-fn a_restarted_operator_finishes_the_bring_up_it_was_killed_in() {
+fn the_standby_operator_finishes_the_bring_up_its_leader_was_killed_in() {
     let local = Local::new();
     let up = {
         let binary = bin_dir().join("hakube");
@@ -285,40 +284,52 @@ fn a_restarted_operator_finishes_the_bring_up_it_was_killed_in() {
         );
         String::from_utf8_lossy(&out.stdout) == "True"
     });
-    let pid = std::fs::read_to_string(local.state.join("pids/operator.pid")).unwrap();
-    let pid = pid.trim();
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
-    let args: Vec<String> = cmdline
-        .split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
+    let leading = |replica: &str| {
+        std::fs::read_to_string(local.state.join(format!("logs/{replica}.log")))
+            .unwrap_or_default()
+            .contains("successfully acquired lease")
+    };
+    let leaders: Vec<&str> = ["operator-1", "operator-2"]
+        .into_iter()
+        .filter(|r| leading(r))
         .collect();
+    assert_eq!(leaders.len(), 1, "exactly one replica leads: {leaders:?}");
+    let (leader, standby) = match leaders[0] {
+        "operator-1" => ("operator-1", "operator-2"),
+        _ => ("operator-2", "operator-1"),
+    };
+    let pid = std::fs::read_to_string(local.state.join(format!("pids/{leader}.pid"))).unwrap();
     assert!(Command::new("kill")
-        .args(["-KILL", pid])
+        .args(["-KILL", pid.trim()])
         .status()
         .unwrap()
         .success());
-    let log = std::fs::File::create(local.state.join("logs/operator-restarted.log")).unwrap();
-    let mut restarted = Command::new(&args[0])
-        .args(&args[1..])
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    // `hakube down` stops it with everything else.
-    std::fs::write(
-        local.state.join("pids/operator.pid"),
-        restarted.id().to_string(),
-    )
-    .unwrap();
 
     let out = up.join().unwrap();
     assert!(
         out.status.success(),
-        "hakube up failed after the operator restart:\n{}\n{}",
+        "hakube up failed after the leading operator was killed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(leading(standby), "the standby took the lease");
+    let lease = local.ok(
+        &management,
+        &[
+            "get",
+            "lease",
+            "-n",
+            "hakube-system",
+            "hakube-operator",
+            "-o",
+            "jsonpath={.spec.holderIdentity}",
+        ],
+    );
+    assert!(
+        std::fs::read_to_string(local.state.join(format!("logs/{standby}.log")))
+            .unwrap_or_default()
+            .contains(&lease),
+        "the Lease names the standby: {lease}"
     );
     let kubeconfig = local.state.join("kubeconfig");
     assert_eq!(
@@ -326,6 +337,4 @@ fn a_restarted_operator_finishes_the_bring_up_it_was_killed_in() {
         "ok"
     );
     local.down_leaves_nothing();
-    // `down` stopped it; reap it.
-    let _ = restarted.wait();
 }
