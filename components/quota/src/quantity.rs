@@ -118,6 +118,10 @@ impl Amount {
         self.nanos == 0
     }
 
+    pub fn is_negative(&self) -> bool {
+        self.nanos < 0
+    }
+
     /// Go's canonical spelling.
     pub fn canonical(&self) -> String {
         if self.nanos == 0 {
