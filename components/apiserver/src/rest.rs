@@ -710,6 +710,7 @@ async fn create_object(
     }
     if let Some(ns) = &t.namespace {
         namespace_accepts_content(state, t, ns, &name).await?;
+        crate::quota::admit(state, t.def, ns, &object, dry_run(query)).await?;
     }
     let key = state.store.key(t.segment(), t.namespace.as_deref(), &name);
     let mut extras = Extras::default();
