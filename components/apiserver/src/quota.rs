@@ -152,3 +152,26 @@ async fn charge_quota(
         "the quota was changed by others too often to charge it",
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_name_the_group_qualified_resource() {
+        let deployments = crate::registry::lookup("apps", "v1", "deployments").unwrap();
+        let refusal = Refusal::Exceeded {
+            quota: "apps".into(),
+            requested: "count/deployments.apps=1".into(),
+            used: "count/deployments.apps=1".into(),
+            limited: "count/deployments.apps=1".into(),
+        };
+        let err = forbidden(deployments, "web", refusal);
+        assert_eq!(err.code, 403);
+        assert_eq!(
+            err.message,
+            "deployments.apps \"web\" is forbidden: exceeded quota: apps, requested: count/deployments.apps=1, used: count/deployments.apps=1, limited: count/deployments.apps=1"
+        );
+        assert_eq!(err.details.map(|d| d.kind), Some("deployments".to_string()));
+    }
+}

@@ -65,6 +65,12 @@ fn creates_beyond_the_quota_are_refused_with_upstreams_messages() {
     });
 
     cp.ok_stdin(&create, &pod("a", Some("500m")));
+    // A dry run is checked but charges nothing.
+    cp.ok_stdin(
+        &["create", "-n", "team", "--dry-run=server", "-f", "-"],
+        &pod("dry", Some("500m")),
+    );
+    assert_eq!(used(&cp, "team", "compute", "pods"), "1");
     cp.ok_stdin(&create, &pod("b", Some("500m")));
     let refused = cp.fails(&create, Some(&pod("c", Some("500m"))));
     assert!(
