@@ -1,12 +1,13 @@
-//! Upstream's ResourceQuota admission for creates: a new object in a namespace is checked
-//! against the namespace's quotas (read from etcd) by the rules of `hakube_quota`, and before it
-//! is written every quota it counts against is charged — `status.used` plus the object's usage,
-//! written with a compare on the quota's revision so concurrent creates cannot both spend the
-//! same room. The resourcequota controller later recounts usage from what really exists, which
-//! returns a charge whose object write failed (upstream's model too). Updates are not checked.
+//! Upstream's ResourceQuota admission: a new object in a namespace, or a changed Service or
+//! PersistentVolumeClaim, is checked against the namespace's quotas (read from etcd) by the
+//! rules of `hakube_quota`, and before it is written every quota it counts against is charged —
+//! `status.used` plus what the write adds, written with a compare on the quota's revision so
+//! concurrent writers cannot both spend the same room. The resourcequota controller later
+//! recounts usage from what really exists, which returns a charge whose object write failed
+//! (upstream's model too).
 
 use hakube_apimachinery::status::{self, ApiError, StatusDetails};
-use hakube_quota::{Charge, NewObject, Refusal};
+use hakube_quota::{Charge, Counted, Refusal};
 use k8s_openapi::api::core::v1::ResourceQuota;
 use serde_json::{json, Value};
 
@@ -49,17 +50,21 @@ fn decode_quota(stored: &Stored) -> Option<ResourceQuota> {
     }
 }
 
-/// Checks a new `object` (stored form, defaulted and validated) of `def` in `namespace` against
-/// the namespace's quotas and, unless `dry_run`, charges them.
+/// Checks `object` (stored form, defaulted and validated) of `def` in `namespace`, new or
+/// replacing `previous`, against the namespace's quotas and, unless `dry_run`, charges them.
 pub async fn admit(
     state: &State,
     def: &ResourceDef,
     namespace: &str,
     object: &Value,
+    previous: Option<&Value>,
     dry_run: bool,
 ) -> Result<(), ApiError> {
     // Upstream never quotas core Events.
     if def.group.is_empty() && def.plural == "events" {
+        return Ok(());
+    }
+    if previous.is_some() && !Counted::updates_count(def.group, def.plural) {
         return Ok(());
     }
     let prefix = state.store.collection(SEGMENT, Some(namespace));
@@ -72,20 +77,24 @@ pub async fn admit(
         return Ok(());
     }
     let name = crate::objects::name(object).unwrap_or("").to_string();
-    let new = NewObject::decode(def.group, def.plural, object).map_err(|e| {
-        status::internal(format!(
-            "reading {} {name} for quota admission: {e}",
-            def.plural
-        ))
-    })?;
+    let decode = |object: &Value| {
+        Counted::decode(def.group, def.plural, object).map_err(|e| {
+            status::internal(format!(
+                "reading {} {name} for quota admission: {e}",
+                def.plural
+            ))
+        })
+    };
+    let counted = decode(object)?;
+    let previous = previous.map(decode).transpose()?;
     let stored: Vec<(Stored, ResourceQuota)> = page
         .items
         .into_iter()
         .filter_map(|s| decode_quota(&s).map(|q| (s, q)))
         .collect();
     let quotas: Vec<ResourceQuota> = stored.iter().map(|(_, q)| q.clone()).collect();
-    let charges =
-        hakube_quota::admit(&quotas, &new).map_err(|refusal| forbidden(def, &name, refusal))?;
+    let charges = hakube_quota::admit(&quotas, &counted, previous.as_ref())
+        .map_err(|refusal| forbidden(def, &name, refusal))?;
     if dry_run {
         return Ok(());
     }
@@ -96,7 +105,17 @@ pub async fn admit(
         else {
             continue;
         };
-        charge_quota(state, def, &name, &new, quota_stored.clone(), charge).await?;
+        let stored = quota_stored.clone();
+        charge_quota(
+            state,
+            def,
+            &name,
+            &counted,
+            previous.as_ref(),
+            stored,
+            charge,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -107,7 +126,8 @@ async fn charge_quota(
     state: &State,
     def: &ResourceDef,
     name: &str,
-    new: &NewObject,
+    counted: &Counted,
+    previous: Option<&Counted>,
     mut stored: Stored,
     mut charge: Charge,
 ) -> Result<(), ApiError> {
@@ -136,7 +156,7 @@ async fn charge_quota(
         let Some(quota) = decode_quota(&fresh) else {
             return Ok(());
         };
-        let recharged = hakube_quota::admit(std::slice::from_ref(&quota), new)
+        let recharged = hakube_quota::admit(std::slice::from_ref(&quota), counted, previous)
             .map_err(|refusal: Refusal| forbidden(def, name, refusal))?;
         let Some(next) = recharged.into_iter().next() else {
             // The quota no longer limits this object.

@@ -1,6 +1,6 @@
-//! Upstream's ResourceQuota admission as pure rules: which of a namespace's quotas a new object
-//! counts against, what a pod must declare for them, and whether charging the object keeps
-//! every quota within its `hard`. Like upstream, it reads only the quotas' status: a quota the
+//! Upstream's ResourceQuota admission as pure rules: which of a namespace's quotas a new or
+//! changed object counts against, what a pod must declare for them, and whether charging what
+//! the object adds keeps every quota within its `hard`. Like upstream, it reads only the quotas' status: a quota the
 //! controller has not computed yet (no `status.hard`) limits nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,16 +41,16 @@ pub enum Refusal {
     },
 }
 
-/// A quota's `status.used` with the new object charged to it.
+/// A quota's `status.used` with the object charged to it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Charge {
     pub quota: String,
     pub used: BTreeMap<String, Quantity>,
 }
 
-/// An object about to be created, as quota sees it.
+/// An object about to be written, as quota counts it.
 #[derive(Debug, Clone)]
-pub struct NewObject {
+pub struct Counted {
     /// Which quota resource names count it.
     source: Source,
     /// The pod itself, for scopes and the declarations quota demands.
@@ -58,28 +58,30 @@ pub struct NewObject {
     usage: BTreeMap<String, Amount>,
 }
 
-impl NewObject {
-    /// A new object of resource `plural` in API group `group`, in its stored JSON form.
-    pub fn decode(
-        group: &str,
-        plural: &str,
-        object: &Value,
-    ) -> Result<NewObject, serde_json::Error> {
+impl Counted {
+    /// Whether changing an object of this resource can change its usage: Services (their type
+    /// and ports) and PersistentVolumeClaims (a resize), as upstream's evaluators say.
+    pub fn updates_count(group: &str, plural: &str) -> bool {
+        group.is_empty() && matches!(plural, "services" | "persistentvolumeclaims")
+    }
+
+    /// An object of resource `plural` in API group `group`, in its stored JSON form.
+    pub fn decode(group: &str, plural: &str, object: &Value) -> Result<Counted, serde_json::Error> {
         let new = match (group, plural) {
             ("", "pods") => {
                 let pod: Pod = serde_json::from_value(object.clone())?;
-                NewObject {
+                Counted {
                     source: Source::Pods,
                     usage: pod_usage(&pod),
                     pod: Some(pod),
                 }
             }
-            ("", "services") => NewObject {
+            ("", "services") => Counted {
                 source: Source::Services,
                 usage: service_usage(&serde_json::from_value(object.clone())?),
                 pod: None,
             },
-            ("", "persistentvolumeclaims") => NewObject {
+            ("", "persistentvolumeclaims") => Counted {
                 source: Source::Claims,
                 usage: pvc_usage(&serde_json::from_value(object.clone())?),
                 pod: None,
@@ -96,7 +98,7 @@ impl NewObject {
                 if source_of(plural).as_ref() == Some(&source) {
                     usage.insert(plural.to_string(), Amount::count(1));
                 }
-                NewObject {
+                Counted {
                     source,
                     pod: None,
                     usage,
@@ -201,11 +203,16 @@ fn listed<'a>(pairs: impl Iterator<Item = (&'a String, String)>) -> String {
     parts.join(",")
 }
 
-/// Upstream's check of a create against the namespace's quotas: every quota the object counts
+/// Upstream's check of a write against the namespace's quotas: every quota the object counts
 /// against (by `status.hard` and scopes) must have usage for what it restricts and, for pods,
-/// the containers must declare what it limits; then each is charged and none may exceed its
-/// hard limits. Returns the new `status.used` of every quota charged.
-pub fn admit(quotas: &[ResourceQuota], object: &NewObject) -> Result<Vec<Charge>, Refusal> {
+/// the containers must declare what it limits; then each is charged what the object adds
+/// (all of it on create, the growth over `previous` on update) and none may exceed its hard
+/// limits. Returns the new `status.used` of every quota charged.
+pub fn admit(
+    quotas: &[ResourceQuota],
+    object: &Counted,
+    previous: Option<&Counted>,
+) -> Result<Vec<Charge>, Refusal> {
     let mut covering = Vec::new();
     for quota in quotas {
         let status = quota.status.clone().unwrap_or_default();
@@ -248,19 +255,42 @@ pub fn admit(quotas: &[ResourceQuota], object: &NewObject) -> Result<Vec<Charge>
             resources: negative.join(","),
         });
     }
+    let delta = match previous {
+        None => object.usage.clone(),
+        Some(previous) => growth(&object.usage, &previous.usage),
+    };
+    if delta.values().all(Amount::is_zero) {
+        return Ok(Vec::new());
+    }
     covering
         .into_iter()
-        .map(|quota| charge(quota, object))
+        .map(|quota| charge(quota, &delta))
         .collect()
 }
 
-/// The quota's usage with `object` added, or the refusal naming what would go over `hard`.
-fn charge(quota: &ResourceQuota, object: &NewObject) -> Result<Charge, Refusal> {
+/// What `after` uses beyond `before`, never below zero: what an update frees is returned by the
+/// controller's recount, not here (upstream's SubtractWithNonNegativeResult).
+fn growth(
+    after: &BTreeMap<String, Amount>,
+    before: &BTreeMap<String, Amount>,
+) -> BTreeMap<String, Amount> {
+    let mut delta: BTreeMap<String, Amount> = before
+        .keys()
+        .map(|name| (name.clone(), Amount::zero()))
+        .collect();
+    for (name, amount) in after {
+        let earlier = before.get(name).copied().unwrap_or_else(Amount::zero);
+        delta.insert(name.clone(), amount.minus(earlier).max(Amount::zero()));
+    }
+    delta
+}
+
+/// The quota's usage with `delta` added, or the refusal naming what would go over `hard`.
+fn charge(quota: &ResourceQuota, delta: &BTreeMap<String, Amount>) -> Result<Charge, Refusal> {
     let status = quota.status.clone().unwrap_or_default();
     let hard = status.hard.unwrap_or_default();
     let used = status.used.unwrap_or_default();
-    let requested: BTreeMap<&String, Amount> = object
-        .usage
+    let requested: BTreeMap<&String, Amount> = delta
         .iter()
         .filter(|(name, _)| hard.contains_key(*name))
         .map(|(name, amount)| (name, *amount))
@@ -330,17 +360,17 @@ mod tests {
         quota
     }
 
-    fn pod(containers: Value) -> NewObject {
+    fn pod(containers: Value) -> Counted {
         let pod = json!({
             "apiVersion": "v1",
             "kind": "Pod",
             "metadata": {"name": "p", "namespace": "team"},
             "spec": {"containers": containers},
         });
-        NewObject::decode("", "pods", &pod).unwrap()
+        Counted::decode("", "pods", &pod).unwrap()
     }
 
-    fn with_cpu(cpu: &str) -> NewObject {
+    fn with_cpu(cpu: &str) -> Counted {
         pod(json!([{"name": "app", "resources": {"requests": {"cpu": cpu}}}]))
     }
 
@@ -359,7 +389,7 @@ mod tests {
             &[("pods", "2"), ("requests.cpu", "1")],
             &[("pods", "1"), ("requests.cpu", "500m")],
         )];
-        let charges = admit(&quotas, &with_cpu("500m")).unwrap();
+        let charges = admit(&quotas, &with_cpu("500m"), None).unwrap();
         assert_eq!(charges.len(), 1);
         assert_eq!(charges[0].quota, "compute");
         assert_eq!(
@@ -375,7 +405,7 @@ mod tests {
             &[("pods", "2"), ("requests.cpu", "1"), ("services", "1")],
             &[("pods", "2"), ("requests.cpu", "1"), ("services", "1")],
         )];
-        let refusal = admit(&quotas, &with_cpu("500m")).unwrap_err();
+        let refusal = admit(&quotas, &with_cpu("500m"), None).unwrap_err();
         assert_eq!(
             refusal.to_string(),
             "exceeded quota: compute, requested: pods=1,requests.cpu=500m, used: pods=2,requests.cpu=1, limited: pods=2,requests.cpu=1"
@@ -396,13 +426,13 @@ mod tests {
         let bare =
             pod(json!([{"name": "b"}, {"name": "a", "resources": {"limits": {"cpu": "1"}}}]));
         assert_eq!(
-            admit(&quotas, &bare).unwrap_err().to_string(),
+            admit(&quotas, &bare, None).unwrap_err().to_string(),
             "failed quota: compute: must specify limits.memory for: a,b; requests.cpu for: b"
         );
         // Limits stand in for requests, as defaulting copies them.
         let limited =
             pod(json!([{"name": "a", "resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]));
-        let charges = admit(&quotas, &limited).unwrap();
+        let charges = admit(&quotas, &limited, None).unwrap();
         assert_eq!(used_of(&charges[0])["requests.cpu"], "1");
     }
 
@@ -410,14 +440,16 @@ mod tests {
     fn an_uncomputed_status_limits_nothing_and_missing_usage_is_unknown() {
         let mut fresh = quota("fresh", &[("pods", "0")], &[]);
         fresh.status = None;
-        assert_eq!(admit(&[fresh], &with_cpu("1")).unwrap(), Vec::new());
+        assert_eq!(admit(&[fresh], &with_cpu("1"), None).unwrap(), Vec::new());
         let partial = quota(
             "partial",
             &[("pods", "5"), ("requests.cpu", "2")],
             &[("pods", "1")],
         );
         assert_eq!(
-            admit(&[partial], &with_cpu("1")).unwrap_err().to_string(),
+            admit(&[partial], &with_cpu("1"), None)
+                .unwrap_err()
+                .to_string(),
             "status unknown for quota: partial, resources: pods,requests.cpu"
         );
     }
@@ -432,22 +464,22 @@ mod tests {
             ),
             quota("legacy", &[("configmaps", "5")], &[("configmaps", "0")]),
         ];
-        let map = NewObject::decode("", "configmaps", &json!({"metadata": {"name": "m"}})).unwrap();
+        let map = Counted::decode("", "configmaps", &json!({"metadata": {"name": "m"}})).unwrap();
         assert_eq!(
-            admit(&quotas, &map).unwrap_err().to_string(),
+            admit(&quotas, &map, None).unwrap_err().to_string(),
             "exceeded quota: maps, requested: count/configmaps=1, used: count/configmaps=1, limited: count/configmaps=1"
         );
         let deployment =
-            NewObject::decode("apps", "deployments", &json!({"metadata": {"name": "d"}})).unwrap();
+            Counted::decode("apps", "deployments", &json!({"metadata": {"name": "d"}})).unwrap();
         let apps = [quota(
             "apps",
             &[("count/deployments.apps", "3")],
             &[("count/deployments.apps", "2")],
         )];
-        let charges = admit(&apps, &deployment).unwrap();
+        let charges = admit(&apps, &deployment, None).unwrap();
         assert_eq!(used_of(&charges[0])["count/deployments.apps"], "3");
         // A quota that does not limit the resource is left alone.
-        assert_eq!(admit(&quotas[1..], &deployment).unwrap(), Vec::new());
+        assert_eq!(admit(&quotas[1..], &deployment, None).unwrap(), Vec::new());
     }
 
     #[test]
@@ -458,20 +490,20 @@ mod tests {
         }
         // A pod with requests is not BestEffort: the full quota does not apply.
         assert_eq!(
-            admit(&[best_effort.clone()], &with_cpu("100m")).unwrap(),
+            admit(&[best_effort.clone()], &with_cpu("100m"), None).unwrap(),
             Vec::new()
         );
-        assert!(admit(&[best_effort.clone()], &pod(json!([{"name": "app"}]))).is_err());
+        assert!(admit(&[best_effort.clone()], &pod(json!([{"name": "app"}])), None).is_err());
         // Nor does a scoped quota count anything but pods.
         let mut scoped_maps = quota("maps", &[("configmaps", "0")], &[("configmaps", "0")]);
         scoped_maps.spec = best_effort.spec;
-        let map = NewObject::decode("", "configmaps", &json!({"metadata": {"name": "m"}})).unwrap();
-        assert_eq!(admit(&[scoped_maps], &map).unwrap(), Vec::new());
+        let map = Counted::decode("", "configmaps", &json!({"metadata": {"name": "m"}})).unwrap();
+        assert_eq!(admit(&[scoped_maps], &map, None).unwrap(), Vec::new());
     }
 
     #[test]
     fn services_and_claims_charge_their_resources() {
-        let service = NewObject::decode(
+        let service = Counted::decode(
             "",
             "services",
             &json!({"metadata": {"name": "s"}, "spec": {"type": "NodePort", "ports": [{"port": 80}, {"port": 81}]}}),
@@ -483,10 +515,10 @@ mod tests {
             &[("services.nodeports", "2")],
         )];
         assert_eq!(
-            admit(&ports, &service).unwrap_err().to_string(),
+            admit(&ports, &service, None).unwrap_err().to_string(),
             "exceeded quota: ports, requested: services.nodeports=2, used: services.nodeports=2, limited: services.nodeports=3"
         );
-        let claim = NewObject::decode(
+        let claim = Counted::decode(
             "",
             "persistentvolumeclaims",
             &json!({"metadata": {"name": "c"}, "spec": {"storageClassName": "fast", "resources": {"requests": {"storage": "1Gi"}}}}),
@@ -497,10 +529,48 @@ mod tests {
             &[("fast.storageclass.storage.k8s.io/requests.storage", "4Gi")],
             &[("fast.storageclass.storage.k8s.io/requests.storage", "512Mi")],
         )];
-        let charges = admit(&storage, &claim).unwrap();
+        let charges = admit(&storage, &claim, None).unwrap();
         assert_eq!(
             used_of(&charges[0])["fast.storageclass.storage.k8s.io/requests.storage"],
             "1536Mi"
+        );
+    }
+
+    fn claim(storage: &str) -> Counted {
+        let claim = json!({
+            "metadata": {"name": "c"},
+            "spec": {"resources": {"requests": {"storage": storage}}},
+        });
+        Counted::decode("", "persistentvolumeclaims", &claim).unwrap()
+    }
+
+    #[test]
+    fn updates_are_charged_what_they_add() {
+        assert!(Counted::updates_count("", "persistentvolumeclaims"));
+        assert!(!Counted::updates_count("", "configmaps"));
+        let quotas = [quota(
+            "storage",
+            &[
+                ("requests.storage", "10Gi"),
+                ("persistentvolumeclaims", "1"),
+            ],
+            &[("requests.storage", "8Gi"), ("persistentvolumeclaims", "1")],
+        )];
+        let charges = admit(&quotas, &claim("9Gi"), Some(&claim("8Gi"))).unwrap();
+        assert_eq!(
+            used_of(&charges[0]),
+            BTreeMap::from([("persistentvolumeclaims", "1"), ("requests.storage", "9Gi")])
+        );
+        assert_eq!(
+            admit(&quotas, &claim("11Gi"), Some(&claim("8Gi")))
+                .unwrap_err()
+                .to_string(),
+            "exceeded quota: storage, requested: requests.storage=3Gi, used: requests.storage=8Gi, limited: requests.storage=10Gi"
+        );
+        // Shrinking, or changing nothing quota counts, charges nothing.
+        assert_eq!(
+            admit(&quotas, &claim("1Gi"), Some(&claim("8Gi"))).unwrap(),
+            Vec::new()
         );
     }
 }

@@ -8,6 +8,6 @@ mod admission;
 mod quantity;
 mod usage;
 
-pub use admission::{admit, Charge, NewObject, Refusal};
+pub use admission::{admit, Charge, Counted, Refusal};
 pub use quantity::Amount;
 pub use usage::{source_of, usage, Observed, Source};

@@ -98,6 +98,14 @@ impl Amount {
         }
     }
 
+    /// The difference, in this amount's notation (Go's `Quantity.Sub`).
+    pub fn minus(self, other: Amount) -> Amount {
+        Amount {
+            nanos: self.nanos.saturating_sub(other.nanos),
+            format: self.format,
+        }
+    }
+
     pub fn max(self, other: Amount) -> Amount {
         if other.nanos > self.nanos {
             Amount {

@@ -1,7 +1,8 @@
 //! ResourceQuota admission in hakube-apiserver, with the controller-manager's resourcequota
 //! controller computing usage: creates beyond `hard` are refused with upstream's messages, pods
 //! must declare what quota limits, room freed by a deletion is usable once usage is recounted,
-//! and concurrent creates never spend more than the quota holds.
+//! a Service growing node ports is charged like a new one, and concurrent creates never spend
+//! more than the quota holds.
 
 use std::time::Duration;
 
@@ -165,4 +166,43 @@ fn concurrent_creates_never_exceed_the_quota() {
     let pods = cp.ok(&["get", "pods", "-n", "race", "-o", "name"]);
     assert_eq!(pods.lines().count(), 5, "{pods}");
     assert_eq!(used(&cp, "race", "pods", "pods"), "5");
+}
+
+#[test]
+fn a_service_growing_node_ports_is_charged_for_them() {
+    let cp = ControlPlane::start();
+    let _kcm = quota_controller(&cp);
+    cp.ok(&["create", "namespace", "team"]);
+    let create = ["create", "-n", "team", "-f", "-"];
+    cp.ok_stdin(&create, &quota("ports", "services.nodeports: \"1\""));
+    eventually("the quota's usage computed", WAIT, || {
+        used(&cp, "team", "ports", "services.nodeports") == "0"
+    });
+    cp.ok_stdin(
+        &create,
+        "apiVersion: v1\nkind: Service\nmetadata: {name: web}\nspec:\n  selector: {app: web}\n  ports: [{name: a, port: 80}, {name: b, port: 81}]\n",
+    );
+    // Merge patches, so that `ports` is replaced rather than merged by port.
+    let patch = |body: &str| {
+        let args = [
+            "patch", "service", "web", "-n", "team", "--type", "merge", "-p", body,
+        ];
+        cp.kubectl(&args)
+    };
+    let refused = patch(r#"{"spec":{"type":"NodePort"}}"#);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains(
+                "services \"web\" is forbidden: exceeded quota: ports, requested: services.nodeports=2, used: services.nodeports=0, limited: services.nodeports=1"
+            ),
+        "{stderr}"
+    );
+    let one_port = patch(r#"{"spec":{"type":"NodePort","ports":[{"name":"a","port":80}]}}"#);
+    assert!(
+        one_port.status.success(),
+        "{}",
+        String::from_utf8_lossy(&one_port.stderr)
+    );
+    assert_eq!(used(&cp, "team", "ports", "services.nodeports"), "1");
 }
