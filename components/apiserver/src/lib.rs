@@ -23,6 +23,7 @@ pub mod objects;
 pub mod openapi;
 pub mod options;
 pub mod priority;
+pub mod quota;
 pub mod registry;
 pub mod response;
 pub mod rest;

@@ -710,6 +710,7 @@ async fn create_object(
     }
     if let Some(ns) = &t.namespace {
         namespace_accepts_content(state, t, ns, &name).await?;
+        crate::quota::admit(state, t.def, ns, &object, None, dry_run(query)).await?;
     }
     let key = state.store.key(t.segment(), t.namespace.as_deref(), &name);
     let mut extras = Extras::default();
@@ -935,6 +936,10 @@ where
         }
         if new == current.object {
             return Ok(current.object);
+        }
+        if let (Some(ns), None) = (&t.namespace, &t.sub) {
+            let previous = Some(&current.object);
+            crate::quota::admit(state, t.def, ns, &new, previous, dry_run(query)).await?;
         }
         if dry_run(query) {
             return Ok(new);

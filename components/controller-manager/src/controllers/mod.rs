@@ -29,7 +29,6 @@ pub mod persistentvolume;
 pub mod pod_control;
 pub mod pod_gc;
 pub mod pods;
-pub mod quantity;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod resourcequota;

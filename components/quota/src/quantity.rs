@@ -98,6 +98,14 @@ impl Amount {
         }
     }
 
+    /// The difference, in this amount's notation (Go's `Quantity.Sub`).
+    pub fn minus(self, other: Amount) -> Amount {
+        Amount {
+            nanos: self.nanos.saturating_sub(other.nanos),
+            format: self.format,
+        }
+    }
+
     pub fn max(self, other: Amount) -> Amount {
         if other.nanos > self.nanos {
             Amount {
@@ -116,6 +124,10 @@ impl Amount {
 
     pub fn is_zero(&self) -> bool {
         self.nanos == 0
+    }
+
+    pub fn is_negative(&self) -> bool {
+        self.nanos < 0
     }
 
     /// Go's canonical spelling.
