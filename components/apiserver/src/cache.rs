@@ -4,7 +4,7 @@
 //! (its queue is full) is cut off alone and told to relist.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -52,8 +52,16 @@ impl CachedObject {
 /// Events kept per type for watches that resume from a recent resourceVersion, unless
 /// `--default-watch-cache-size` says otherwise.
 pub const DEFAULT_HISTORY: usize = 10_000;
-/// Events a watcher may have queued before it is cut off.
-pub const WATCHER_QUEUE: usize = 100;
+/// Events a watcher may have queued before it is cut off: enough for a controller's informer
+/// to ride out a burst (a ReplicaSet creating hundreds of pods) while its process waits for a
+/// core, as upstream's dispatch budget lets a briefly slow watcher catch up.
+pub const WATCHER_QUEUE: usize = 2_000;
+/// The bytes of objects a watcher may have queued before it is cut off: a client that stops
+/// reading large objects is let go long before it has pinned many of them.
+pub const WATCHER_QUEUE_BYTES: usize = 16 << 20;
+/// Events whose wire lines and parsed objects stay made: the newest ones, where nearly every
+/// watcher being fed is. An event deeper in some watcher's queue is made again for it.
+const DERIVED_KEPT: usize = 100;
 /// How long a read waits for changes etcd has confirmed to reach the cache before reading
 /// etcd instead.
 pub const CATCH_UP: Duration = Duration::from_secs(3);
@@ -70,7 +78,7 @@ pub struct CacheEvent {
     /// The object before the change, if it existed.
     pub previous: Option<Arc<CachedObject>>,
     /// What is made from the objects for the watchers, kept while the event is among the
-    /// newest `WATCHER_QUEUE` (where every watcher still being fed is) and made again on
+    /// newest `DERIVED_KEPT` (where nearly every watcher being fed is) and made again on
     /// demand after that: a parsed object is several times its JSON, and the history would
     /// otherwise hold those of every event for as long as it keeps them.
     derived: Mutex<Derived>,
@@ -124,6 +132,15 @@ impl CacheEvent {
             *slot(&mut derived) = Some(made.clone());
         }
         made
+    }
+
+    /// The bytes of the objects this event holds, as counted against a watcher's queue.
+    fn size(&self) -> usize {
+        [&self.current, &self.previous]
+            .into_iter()
+            .flatten()
+            .map(|o| o.json.len())
+            .sum()
     }
 
     /// Lets go of what was made for the live watchers.
@@ -189,6 +206,8 @@ struct Watcher {
     /// the client's own list): only newer ones are sent.
     after: i64,
     tx: mpsc::Sender<Arc<CacheEvent>>,
+    /// Bytes of objects sent and not yet taken by the subscription.
+    queued_bytes: Arc<AtomicUsize>,
     /// Dropped when the cache cuts the watcher off, which its subscription sees at once even
     /// while it waits on a client that stopped reading.
     _alive: watch::Sender<()>,
@@ -221,11 +240,26 @@ pub struct Subscription {
     pub replay: Vec<Arc<CacheEvent>>,
     /// The revision `initial` (or the replay) brings the watcher up to.
     pub revision: i64,
-    pub events: mpsc::Receiver<Arc<CacheEvent>>,
+    events: mpsc::Receiver<Arc<CacheEvent>>,
+    queued_bytes: Arc<AtomicUsize>,
     /// Changes (with an error) when the cache has cut this watcher off.
     pub cut: watch::Receiver<()>,
     id: u64,
     cache: Arc<Cache>,
+}
+
+impl Subscription {
+    /// The next change for this watcher; None once the cache has cut it off.
+    pub async fn next_event(&mut self) -> Option<Arc<CacheEvent>> {
+        let event = self.events.recv().await?;
+        self.queued_bytes.fetch_sub(event.size(), Ordering::Relaxed);
+        Some(event)
+    }
+
+    /// Whether every change sent to this watcher has been taken.
+    pub fn caught_up(&self) -> bool {
+        self.events.is_empty()
+    }
 }
 
 impl Drop for Subscription {
@@ -393,11 +427,13 @@ impl Cache {
             From::Latest => {}
         }
         let (alive, cut) = watch::channel(());
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
         state.watchers.push(Watcher {
             id,
             prefix: prefix.to_string(),
             after,
             tx,
+            queued_bytes: queued_bytes.clone(),
             _alive: alive,
         });
         drop(state);
@@ -406,6 +442,7 @@ impl Cache {
             replay,
             revision,
             events: rx,
+            queued_bytes,
             cut,
             id,
             cache: self.clone(),
@@ -553,7 +590,7 @@ impl Cache {
         if let Some(old) = state
             .history
             .len()
-            .checked_sub(WATCHER_QUEUE + 1)
+            .checked_sub(DERIVED_KEPT + 1)
             .and_then(|i| state.history.get(i))
         {
             old.retire();
@@ -563,14 +600,22 @@ impl Cache {
                 state.history_start = state.history_start.max(old.revision);
             }
         }
-        // A watcher whose queue is full is dropped here: its stream ends with 410 and it
-        // relists, while everyone else keeps receiving.
+        // A watcher whose queue is full (in events or bytes) is dropped here: its stream ends
+        // with 410 and it relists, while everyone else keeps receiving.
+        let size = event.size();
         state.watchers.retain(|w| {
             if event.revision <= w.after || !event.key.starts_with(&w.prefix) {
                 return true;
             }
+            if w.queued_bytes.load(Ordering::Relaxed) + size > WATCHER_QUEUE_BYTES {
+                tracing::debug!(watcher = w.id, "watcher fell behind by bytes; closing it");
+                return false;
+            }
             match w.tx.try_send(event.clone()) {
-                Ok(()) => true,
+                Ok(()) => {
+                    w.queued_bytes.fetch_add(size, Ordering::Relaxed);
+                    true
+                }
                 Err(mpsc::error::TrySendError::Full(_)) => {
                     tracing::debug!(watcher = w.id, "watcher fell behind; closing it");
                     false

@@ -279,7 +279,7 @@ async fn run(
     ticker.tick().await;
     loop {
         tokio::select! {
-            event = subscription.events.recv() => {
+            event = subscription.next_event() => {
                 let Some(event) = event else {
                     // The cache cut this watcher off (it fell behind, or the cache reloaded).
                     let message = format!("too old resource version: {revision} (the watch fell behind)");
@@ -298,7 +298,7 @@ async fn run(
                 // Read the cache's revision before looking at the queue: once the queue is
                 // empty, every event up to that revision has reached this watcher.
                 let current = cache.delivered();
-                if subscription.events.is_empty() {
+                if subscription.caught_up() {
                     revision = revision.max(current);
                 }
                 send_or_cut(tx, &mut cut, bookmark(t, revision, false)).await?;

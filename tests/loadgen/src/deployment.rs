@@ -112,7 +112,10 @@ async fn scale_up(api: &Api, plan: &Plan) -> Result<Duration, LoadError> {
             "--secure-port=0",
             "--leader-elect=false",
         ])
-        .env("RUST_LOG", std::env::var("BENCH_KCM_LOG").unwrap_or_else(|_| "warn".into()))
+        .env(
+            "RUST_LOG",
+            std::env::var("BENCH_KCM_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(true)
