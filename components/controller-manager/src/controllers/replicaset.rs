@@ -5,6 +5,7 @@
 //! `ReplicaFailure` condition when it cannot create or delete. ReplicationControllers share
 //! all of it through [`ReplicaOwner`].
 
+use futures::StreamExt;
 use std::collections::HashSet;
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -35,6 +36,10 @@ use crate::options::Options;
 
 /// Pods created or deleted in one sync at most (upstream's burstReplicas).
 pub const BURST_REPLICAS: usize = 500;
+/// Pod writes in flight at once. client-go multiplexes a batch over one HTTP/2 connection;
+/// kube's client speaks HTTP/1.1 and opens a TLS connection per request in flight, so a
+/// batch of 256 would cost 256 handshakes on both ends.
+const WRITES_IN_FLIGHT: usize = 64;
 const REPLICA_FAILURE: &str = "ReplicaFailure";
 
 /// What the replica logic needs of a ReplicaSet or a ReplicationController.
@@ -509,8 +514,12 @@ async fn manage<R: ReplicaOwner>(
         let mut failure = None;
         let params = PostParams::default();
         for batch in slow_start_batches(count) {
-            let results =
-                futures::future::join_all((0..batch).map(|_| api.create(&params, &pod))).await;
+            // Collected first: a closure inside the stream's type trips the Send check.
+            let creates: Vec<_> = (0..batch).map(|_| api.create(&params, &pod)).collect();
+            let results: Vec<_> = futures::stream::iter(creates)
+                .buffer_unordered(WRITES_IN_FLIGHT)
+                .collect()
+                .await;
             for result in results {
                 match result {
                     Ok(made) => {
@@ -555,12 +564,12 @@ async fn manage<R: ReplicaOwner>(
             .expectations
             .expect_deletions(key, victims.iter().map(|p| key_of(*p)));
         let params = DeleteParams::default();
-        let results = futures::future::join_all(
-            victims
-                .iter()
-                .map(|p| api.delete(p.metadata.name.as_deref().unwrap_or_default(), &params)),
-        )
-        .await;
+        let names: Vec<String> = victims.iter().map(|p| p.name_any()).collect();
+        let deletes: Vec<_> = names.iter().map(|n| api.delete(n, &params)).collect();
+        let results: Vec<_> = futures::stream::iter(deletes)
+            .buffered(WRITES_IN_FLIGHT)
+            .collect()
+            .await;
         let mut failure = None;
         for (pod, result) in victims.iter().zip(results) {
             let name = pod.name_any();
