@@ -338,3 +338,210 @@ fn the_standby_operator_finishes_the_bring_up_its_leader_was_killed_in() {
     );
     local.down_leaves_nothing();
 }
+
+/// The host serving the etcd leader crashes (every process in its network namespace killed):
+/// the API keeps answering through HAProxy, the Cluster turns `Degraded`, the spare cp-4
+/// replaces the dead member one etcd change at a time, and the Cluster is `Available` again
+/// with every object written before. The crashed host's hostd then comes back: its stale
+/// member is fenced (etcd stopped, data wiped) and does not rejoin.
+#[test]
+fn a_crashed_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_returns() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let local = Local::new();
+    local.up("stacked");
+    let kubeconfig = local.state.join("kubeconfig");
+    let management = local.state.join("management.kubeconfig");
+    for i in 0..20 {
+        local.ok(
+            &kubeconfig,
+            &[
+                "create",
+                "configmap",
+                &format!("before-crash-{i}"),
+                &format!("--from-literal=n={i}"),
+            ],
+        );
+    }
+    let cluster_field = |jsonpath: &str| {
+        let out = local.kubectl(
+            &management,
+            &[
+                "get",
+                "cluster",
+                "stacked",
+                "-o",
+                &format!("jsonpath={jsonpath}"),
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let mut leader = String::new();
+    eventually("a reported etcd leader", Duration::from_secs(30), || {
+        let members =
+            cluster_field("{range .status.etcdMembers[*]}{.host}={.leader}{\"\\n\"}{end}");
+        leader = members
+            .lines()
+            .find_map(|line| line.strip_suffix("=true"))
+            .unwrap_or_default()
+            .to_string();
+        !leader.is_empty()
+    });
+
+    // A client polling through the load balancer: the longest interval without an answer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let stop = stop.clone();
+        let kubeconfig = kubeconfig.clone();
+        std::thread::spawn(move || {
+            let mut last_ok = Instant::now();
+            let mut longest = Duration::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                let answered = Command::new("kubectl")
+                    .env("KUBECONFIG", &kubeconfig)
+                    .args(["get", "--raw", "/readyz", "--request-timeout=2s"])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if answered {
+                    longest = longest.max(last_ok.elapsed());
+                    last_ok = Instant::now();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            longest.max(last_ok.elapsed())
+        })
+    };
+
+    let crashed = Instant::now();
+    let namespace = format!("hakube-{leader}");
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &namespace])
+        .output()
+        .unwrap();
+    let pids = String::from_utf8_lossy(&pids.stdout).into_owned();
+    assert!(!pids.trim().is_empty(), "no processes in {namespace}");
+    for pid in pids.split_whitespace() {
+        let _ = Command::new("kill").args(["-KILL", pid]).status();
+    }
+
+    eventually("Degraded=True", Duration::from_secs(90), || {
+        cluster_field("{.status.conditions[?(@.type==\"Degraded\")].status}") == "True"
+    });
+    eventually(
+        "the spare replaces the crashed member",
+        Duration::from_secs(300),
+        || {
+            let hosts = cluster_field("{.status.etcdMembers[*].host}");
+            let healthy = cluster_field("{.status.etcdMembers[*].healthy}");
+            let available = cluster_field("{.status.conditions[?(@.type==\"Available\")].status}");
+            hosts.split_whitespace().count() == 3
+                && hosts.contains("cp-4")
+                && !hosts.contains(&leader)
+                && healthy == "true true true"
+                && available == "True"
+        },
+    );
+    let replaced_after = crashed.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let longest_gap = poller.join().unwrap();
+    println!(
+        "crashed {leader}; replaced after {replaced_after:?}; longest API gap through HAProxy {longest_gap:?}"
+    );
+    // HAProxy takes a dead backend out after three failed checks two seconds apart.
+    assert!(
+        longest_gap < Duration::from_secs(15),
+        "the API went unanswered for {longest_gap:?}"
+    );
+    let configmaps = local.ok(&kubeconfig, &["get", "configmaps", "-o", "name"]);
+    for i in 0..20 {
+        assert!(
+            configmaps.contains(&format!("configmap/before-crash-{i}\n")),
+            "before-crash-{i} is lost: {configmaps}"
+        );
+    }
+    // The new host serves the API too.
+    eventually(
+        "cp-4's API server behind the endpoint",
+        Duration::from_secs(60),
+        || {
+            let out = local.kubectl(
+                &kubeconfig,
+                &[
+                    "get",
+                    "endpoints",
+                    "kubernetes",
+                    "-o",
+                    "jsonpath={.subsets[0].addresses[*].ip}",
+                ],
+            );
+            String::from_utf8_lossy(&out.stdout).contains("10.77.0.14")
+        },
+    );
+    for reason in ["MemberRemoved", "MemberAdded", "MemberPromoted"] {
+        let events = local.ok(
+            &management,
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                &format!("reason={reason}"),
+                "-o",
+                "name",
+            ],
+        );
+        assert!(!events.trim().is_empty(), "no {reason} event");
+    }
+    assert_eq!(
+        cluster_field("{.status.fencedHosts}"),
+        format!("[\"{leader}\"]")
+    );
+
+    // The crashed host's hostd returns with its stored identity, and the units it last ran.
+    let address = match leader.as_str() {
+        "cp-1" => "10.77.0.11",
+        "cp-2" => "10.77.0.12",
+        _ => "10.77.0.13",
+    };
+    let mut hostd = Command::new("ip")
+        .args(["netns", "exec", &namespace])
+        .arg(bin_dir().join("hakube-hostd"))
+        .arg(format!("--listen-address={address}:9443"))
+        .arg(format!(
+            "--data-dir={}",
+            local.state.join(format!("hosts/{leader}")).display()
+        ))
+        .arg(format!("--host-name={leader}"))
+        .arg(format!("--advertise-address={address}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("hostd restarts");
+    let etcd_dir = local
+        .state
+        .join(format!("hosts/{leader}/clusters/default-stacked/etcd"));
+    eventually("the returning host fenced", Duration::from_secs(90), || {
+        !etcd_dir.exists() && cluster_field("{.status.fencedHosts}").is_empty()
+    });
+    let events = local.ok(
+        &management,
+        &[
+            "get",
+            "events",
+            "--field-selector",
+            "reason=HostFenced",
+            "-o",
+            "name",
+        ],
+    );
+    assert!(!events.trim().is_empty(), "no HostFenced event");
+    let hosts = cluster_field("{.status.etcdMembers[*].host}");
+    assert!(!hosts.contains(&leader), "{leader} rejoined: {hosts}");
+    assert_eq!(
+        local.ok(&kubeconfig, &["get", "--raw", "/readyz"]).trim(),
+        "ok"
+    );
+    local.down_leaves_nothing();
+    let _ = hostd.wait();
+}
