@@ -339,6 +339,24 @@ fn the_standby_operator_finishes_the_bring_up_its_leader_was_killed_in() {
     local.down_leaves_nothing();
 }
 
+/// The long-running processes (etcd, hostd and the bundle's components) in a host's network
+/// namespace, as (pid, command name).
+fn host_processes(host: &str) -> Vec<(String, String)> {
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &format!("hakube-{host}")])
+        .output()
+        .expect("ip runs");
+    String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .filter_map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            let comm = comm.trim();
+            (comm == "etcd" || comm.starts_with("hakube-"))
+                .then(|| (pid.to_string(), comm.to_string()))
+        })
+        .collect()
+}
+
 /// The host serving the etcd leader crashes (every process in its network namespace killed):
 /// the API keeps answering through HAProxy, the Cluster turns `Degraded`, the spare cp-4
 /// replaces the dead member one etcd change at a time, and the Cluster is `Available` again
@@ -389,6 +407,23 @@ fn a_crashed_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_retu
             .to_string();
         !leader.is_empty()
     });
+
+    // What the surviving hosts run: a replacement must restart none of it.
+    let survivors: Vec<String> = ["cp-1", "cp-2", "cp-3"]
+        .into_iter()
+        .filter(|h| *h != leader)
+        .map(String::from)
+        .collect();
+    let running_before: Vec<(String, String)> =
+        survivors.iter().flat_map(|h| host_processes(h)).collect();
+    assert!(
+        running_before
+            .iter()
+            .filter(|(_, comm)| comm == "etcd")
+            .count()
+            == 2,
+        "{running_before:?}"
+    );
 
     // A client polling through the load balancer: the longest interval without an answer.
     let stop = Arc::new(AtomicBool::new(false));
@@ -459,6 +494,14 @@ fn a_crashed_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_retu
         assert!(
             configmaps.contains(&format!("configmap/before-crash-{i}\n")),
             "before-crash-{i} is lost: {configmaps}"
+        );
+    }
+    let running_after: Vec<(String, String)> =
+        survivors.iter().flat_map(|h| host_processes(h)).collect();
+    for process in &running_before {
+        assert!(
+            running_after.contains(process),
+            "{process:?} on a surviving host was restarted or stopped: {running_after:?}"
         );
     }
     // The new host serves the API too.
