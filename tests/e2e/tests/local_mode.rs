@@ -51,6 +51,73 @@ impl Local {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// A field of the `stacked` Cluster, by kubectl jsonpath.
+    fn cluster_field(&self, jsonpath: &str) -> String {
+        let out = self.kubectl(
+            &self.state.join("management.kubeconfig"),
+            &[
+                "get",
+                "cluster",
+                "stacked",
+                "-o",
+                &format!("jsonpath={jsonpath}"),
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The host of the etcd member the `stacked` Cluster reports as leader.
+    fn etcd_leader(&self) -> String {
+        let mut leader = String::new();
+        eventually("a reported etcd leader", Duration::from_secs(30), || {
+            let members =
+                self.cluster_field("{range .status.etcdMembers[*]}{.host}={.leader}{\"\\n\"}{end}");
+            leader = members
+                .lines()
+                .find_map(|line| line.strip_suffix("=true"))
+                .unwrap_or_default()
+                .to_string();
+            !leader.is_empty()
+        });
+        leader
+    }
+
+    /// Whether the management cluster has an event with this reason.
+    fn has_event(&self, reason: &str) -> bool {
+        let out = self.kubectl(
+            &self.state.join("management.kubeconfig"),
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                &format!("reason={reason}"),
+                "-o",
+                "name",
+            ],
+        );
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    }
+
+    /// Waits until the spare cp-4 holds a member in `crashed`'s place and the Cluster is
+    /// available with three healthy members.
+    fn wait_for_replacement(&self, crashed: &str) {
+        eventually(
+            "the spare replaces the crashed member",
+            Duration::from_secs(300),
+            || {
+                let hosts = self.cluster_field("{.status.etcdMembers[*].host}");
+                let healthy = self.cluster_field("{.status.etcdMembers[*].healthy}");
+                let available =
+                    self.cluster_field("{.status.conditions[?(@.type==\"Available\")].status}");
+                hosts.split_whitespace().count() == 3
+                    && hosts.contains("cp-4")
+                    && !hosts.contains(crashed)
+                    && healthy == "true true true"
+                    && available == "True"
+            },
+        );
+    }
+
     fn up(&self, topology: &str) -> String {
         let out = self.hakube(&["up", "--topology", topology, "--timeout-seconds", "90"]);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -357,11 +424,26 @@ fn host_processes(host: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Kills every process in `host`'s network namespace, as a crash would.
+fn crash(host: &str) {
+    let namespace = format!("hakube-{host}");
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &namespace])
+        .output()
+        .expect("ip runs");
+    let pids = String::from_utf8_lossy(&pids.stdout).into_owned();
+    assert!(!pids.trim().is_empty(), "no processes in {namespace}");
+    for pid in pids.split_whitespace() {
+        let _ = Command::new("kill").args(["-KILL", pid]).status();
+    }
+}
+
 /// The host serving the etcd leader crashes (every process in its network namespace killed):
 /// the API keeps answering through HAProxy, the Cluster turns `Degraded`, the spare cp-4
 /// replaces the dead member one etcd change at a time, and the Cluster is `Available` again
-/// with every object written before. The crashed host's hostd then comes back: its stale
-/// member is fenced (etcd stopped, data wiped) and does not rejoin.
+/// with every object written before and no process on the surviving hosts restarted. The
+/// crashed host's hostd then comes back: its stale member is fenced (etcd stopped, data wiped)
+/// and does not rejoin.
 #[test]
 fn a_crashed_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_returns() {
     use std::sync::atomic::{AtomicBool, Ordering};
@@ -371,7 +453,6 @@ fn a_crashed_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_retu
     let local = Local::new();
     local.up("stacked");
     let kubeconfig = local.state.join("kubeconfig");
-    let management = local.state.join("management.kubeconfig");
     for i in 0..20 {
         local.ok(
             &kubeconfig,
@@ -383,45 +464,21 @@ fn a_crashed_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_retu
             ],
         );
     }
-    let cluster_field = |jsonpath: &str| {
-        let out = local.kubectl(
-            &management,
-            &[
-                "get",
-                "cluster",
-                "stacked",
-                "-o",
-                &format!("jsonpath={jsonpath}"),
-            ],
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
-    let mut leader = String::new();
-    eventually("a reported etcd leader", Duration::from_secs(30), || {
-        let members =
-            cluster_field("{range .status.etcdMembers[*]}{.host}={.leader}{\"\\n\"}{end}");
-        leader = members
-            .lines()
-            .find_map(|line| line.strip_suffix("=true"))
-            .unwrap_or_default()
-            .to_string();
-        !leader.is_empty()
-    });
+    let leader = local.etcd_leader();
 
     // What the surviving hosts run: a replacement must restart none of it.
-    let survivors: Vec<String> = ["cp-1", "cp-2", "cp-3"]
+    let survivors: Vec<&str> = ["cp-1", "cp-2", "cp-3"]
         .into_iter()
         .filter(|h| *h != leader)
-        .map(String::from)
         .collect();
     let running_before: Vec<(String, String)> =
         survivors.iter().flat_map(|h| host_processes(h)).collect();
-    assert!(
+    assert_eq!(
         running_before
             .iter()
             .filter(|(_, comm)| comm == "etcd")
-            .count()
-            == 2,
+            .count(),
+        2,
         "{running_before:?}"
     );
 
@@ -450,34 +507,11 @@ fn a_crashed_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_retu
     };
 
     let crashed = Instant::now();
-    let namespace = format!("hakube-{leader}");
-    let pids = Command::new("ip")
-        .args(["netns", "pids", &namespace])
-        .output()
-        .unwrap();
-    let pids = String::from_utf8_lossy(&pids.stdout).into_owned();
-    assert!(!pids.trim().is_empty(), "no processes in {namespace}");
-    for pid in pids.split_whitespace() {
-        let _ = Command::new("kill").args(["-KILL", pid]).status();
-    }
-
+    crash(&leader);
     eventually("Degraded=True", Duration::from_secs(90), || {
-        cluster_field("{.status.conditions[?(@.type==\"Degraded\")].status}") == "True"
+        local.cluster_field("{.status.conditions[?(@.type==\"Degraded\")].status}") == "True"
     });
-    eventually(
-        "the spare replaces the crashed member",
-        Duration::from_secs(300),
-        || {
-            let hosts = cluster_field("{.status.etcdMembers[*].host}");
-            let healthy = cluster_field("{.status.etcdMembers[*].healthy}");
-            let available = cluster_field("{.status.conditions[?(@.type==\"Available\")].status}");
-            hosts.split_whitespace().count() == 3
-                && hosts.contains("cp-4")
-                && !hosts.contains(&leader)
-                && healthy == "true true true"
-                && available == "True"
-        },
-    );
+    local.wait_for_replacement(&leader);
     let replaced_after = crashed.elapsed();
     stop.store(true, Ordering::Relaxed);
     let longest_gap = poller.join().unwrap();
@@ -523,21 +557,10 @@ fn a_crashed_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_retu
         },
     );
     for reason in ["MemberRemoved", "MemberAdded", "MemberPromoted"] {
-        let events = local.ok(
-            &management,
-            &[
-                "get",
-                "events",
-                "--field-selector",
-                &format!("reason={reason}"),
-                "-o",
-                "name",
-            ],
-        );
-        assert!(!events.trim().is_empty(), "no {reason} event");
+        assert!(local.has_event(reason), "no {reason} event");
     }
     assert_eq!(
-        cluster_field("{.status.fencedHosts}"),
+        local.cluster_field("{.status.fencedHosts}"),
         format!("[\"{leader}\"]")
     );
 
@@ -548,7 +571,7 @@ fn a_crashed_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_retu
         _ => "10.77.0.13",
     };
     let mut hostd = Command::new("ip")
-        .args(["netns", "exec", &namespace])
+        .args(["netns", "exec", &format!("hakube-{leader}")])
         .arg(bin_dir().join("hakube-hostd"))
         .arg(format!("--listen-address={address}:9443"))
         .arg(format!(
@@ -565,21 +588,10 @@ fn a_crashed_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_retu
         .state
         .join(format!("hosts/{leader}/clusters/default-stacked/etcd"));
     eventually("the returning host fenced", Duration::from_secs(90), || {
-        !etcd_dir.exists() && cluster_field("{.status.fencedHosts}").is_empty()
+        !etcd_dir.exists() && local.cluster_field("{.status.fencedHosts}").is_empty()
     });
-    let events = local.ok(
-        &management,
-        &[
-            "get",
-            "events",
-            "--field-selector",
-            "reason=HostFenced",
-            "-o",
-            "name",
-        ],
-    );
-    assert!(!events.trim().is_empty(), "no HostFenced event");
-    let hosts = cluster_field("{.status.etcdMembers[*].host}");
+    assert!(local.has_event("HostFenced"), "no HostFenced event");
+    let hosts = local.cluster_field("{.status.etcdMembers[*].host}");
     assert!(!hosts.contains(&leader), "{leader} rejoined: {hosts}");
     assert_eq!(
         local.ok(&kubeconfig, &["get", "--raw", "/readyz"]).trim(),
@@ -587,4 +599,51 @@ fn a_crashed_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_retu
     );
     local.down_leaves_nothing();
     let _ = hostd.wait();
+}
+
+/// The leading operator replica is killed just after it removed a crashed host's member: the
+/// standby takes the lease and finishes the replacement from the recorded and observed state.
+#[test]
+fn the_standby_operator_finishes_a_replacement_its_leader_was_killed_in() {
+    let local = Local::new();
+    local.up("stacked");
+    let kubeconfig = local.state.join("kubeconfig");
+    local.ok(
+        &kubeconfig,
+        &["create", "configmap", "before-crash", "--from-literal=a=b"],
+    );
+    let leader = local.etcd_leader();
+    crash(&leader);
+    eventually(
+        "the crashed member removed",
+        Duration::from_secs(120),
+        || local.has_event("MemberRemoved"),
+    );
+    let leading = |replica: &str| {
+        std::fs::read_to_string(local.state.join(format!("logs/{replica}.log")))
+            .unwrap_or_default()
+            .contains("successfully acquired lease")
+    };
+    let operator = if leading("operator-1") {
+        "operator-1"
+    } else {
+        "operator-2"
+    };
+    let standby = if operator == "operator-1" {
+        "operator-2"
+    } else {
+        "operator-1"
+    };
+    let pid = std::fs::read_to_string(local.state.join(format!("pids/{operator}.pid"))).unwrap();
+    assert!(Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap()
+        .success());
+    local.wait_for_replacement(&leader);
+    assert!(leading(standby), "the standby took the lease");
+    assert!(local
+        .ok(&kubeconfig, &["get", "configmap", "before-crash"])
+        .contains("before-crash"));
+    local.down_leaves_nothing();
 }
