@@ -438,14 +438,33 @@ fn crash(host: &str) {
     }
 }
 
-/// The host serving the etcd leader crashes (every process in its network namespace killed):
-/// the API keeps answering through HAProxy, the Cluster turns `Degraded`, the spare cp-4
-/// replaces the dead member one etcd change at a time, and the Cluster is `Available` again
-/// with every object written before and no process on the surviving hosts restarted. The
-/// crashed host's hostd then comes back: its stale member is fenced (etcd stopped, data wiped)
-/// and does not rejoin.
+/// How a host dies.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Every process in its network namespace killed.
+    Crash,
+    /// Its link taken down while its processes run on.
+    Partition,
+}
+
+/// The host serving the etcd leader crashes: the API keeps answering through HAProxy, the
+/// Cluster turns `Degraded`, the spare cp-4 replaces the dead member one etcd change at a time,
+/// and the Cluster is `Available` again with every object written before and no process on the
+/// surviving hosts restarted. The crashed host's hostd then comes back: its stale member is
+/// fenced (etcd stopped, data wiped) and does not rejoin.
 #[test]
 fn a_crashed_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_returns() {
+    replaces_the_etcd_leaders_host_after(Fault::Crash);
+}
+
+/// As with a crash, for a host cut off the network with its etcd and API server running on;
+/// when its link comes back its removed member is fenced before it can rejoin with old data.
+#[test]
+fn a_partitioned_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_returns() {
+    replaces_the_etcd_leaders_host_after(Fault::Partition);
+}
+
+fn replaces_the_etcd_leaders_host_after(fault: Fault) {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     use std::time::Instant;
@@ -507,7 +526,10 @@ fn a_crashed_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_retu
     };
 
     let crashed = Instant::now();
-    crash(&leader);
+    match fault {
+        Fault::Crash => crash(&leader),
+        Fault::Partition => link(&leader, "down"),
+    }
     eventually("Degraded=True", Duration::from_secs(90), || {
         local.cluster_field("{.status.conditions[?(@.type==\"Degraded\")].status}") == "True"
     });
@@ -516,11 +538,12 @@ fn a_crashed_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_retu
     stop.store(true, Ordering::Relaxed);
     let longest_gap = poller.join().unwrap();
     println!(
-        "crashed {leader}; replaced after {replaced_after:?}; longest API gap through HAProxy {longest_gap:?}"
+        "{fault:?} of {leader}; replaced after {replaced_after:?}; longest API gap through HAProxy {longest_gap:?}"
     );
-    // HAProxy takes a dead backend out after three failed checks two seconds apart.
+    // HAProxy takes a dead backend out after three failed checks two seconds apart (a
+    // partitioned one answers no connection attempt, so each check waits for its timeout).
     assert!(
-        longest_gap < Duration::from_secs(15),
+        longest_gap < Duration::from_secs(20),
         "the API went unanswered for {longest_gap:?}"
     );
     let configmaps = local.ok(&kubeconfig, &["get", "configmaps", "-o", "name"]);
@@ -564,26 +587,15 @@ fn a_crashed_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_retu
         format!("[\"{leader}\"]")
     );
 
-    // The crashed host's hostd returns with its stored identity, and the units it last ran.
-    let address = match leader.as_str() {
-        "cp-1" => "10.77.0.11",
-        "cp-2" => "10.77.0.12",
-        _ => "10.77.0.13",
+    // The host returns: a crashed one's hostd with its stored identity and the units it last
+    // ran, a partitioned one with everything still running.
+    let mut hostd = match fault {
+        Fault::Crash => Some(restart_hostd(&local, &leader)),
+        Fault::Partition => {
+            link(&leader, "up");
+            None
+        }
     };
-    let mut hostd = Command::new("ip")
-        .args(["netns", "exec", &format!("hakube-{leader}")])
-        .arg(bin_dir().join("hakube-hostd"))
-        .arg(format!("--listen-address={address}:9443"))
-        .arg(format!(
-            "--data-dir={}",
-            local.state.join(format!("hosts/{leader}")).display()
-        ))
-        .arg(format!("--host-name={leader}"))
-        .arg(format!("--advertise-address={address}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("hostd restarts");
     let etcd_dir = local
         .state
         .join(format!("hosts/{leader}/clusters/default-stacked/etcd"));
@@ -598,7 +610,48 @@ fn a_crashed_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_retu
         "ok"
     );
     local.down_leaves_nothing();
-    let _ = hostd.wait();
+    if let Some(hostd) = hostd.as_mut() {
+        let _ = hostd.wait();
+    }
+}
+
+/// Sets the link of `host`'s network namespace `up` or `down`.
+fn link(host: &str, state: &str) {
+    let set = Command::new("ip")
+        .args([
+            "-n",
+            &format!("hakube-{host}"),
+            "link",
+            "set",
+            "eth0",
+            state,
+        ])
+        .status()
+        .expect("ip runs");
+    assert!(set.success(), "ip link set eth0 {state} in hakube-{host}");
+}
+
+/// Starts hostd again in `host`'s namespace, as its service manager would after a reboot.
+fn restart_hostd(local: &Local, host: &str) -> std::process::Child {
+    let address = match host {
+        "cp-1" => "10.77.0.11",
+        "cp-2" => "10.77.0.12",
+        _ => "10.77.0.13",
+    };
+    Command::new("ip")
+        .args(["netns", "exec", &format!("hakube-{host}")])
+        .arg(bin_dir().join("hakube-hostd"))
+        .arg(format!("--listen-address={address}:9443"))
+        .arg(format!(
+            "--data-dir={}",
+            local.state.join(format!("hosts/{host}")).display()
+        ))
+        .arg(format!("--host-name={host}"))
+        .arg(format!("--advertise-address={address}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("hostd restarts")
 }
 
 /// The leading operator replica is killed just after it removed a crashed host's member: the
