@@ -451,16 +451,20 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         Some(pki::secret_name(&cluster.name_any(), "admin-kubeconfig"));
 
     // Observe.
-    let mut views = BTreeMap::new();
-    for (host, hostd_endpoint) in &resolved.endpoints {
-        views.insert(
-            host.clone(),
-            observe_host(ctx, cluster, host, hostd_endpoint).await,
-        );
-    }
-    for (host, view) in &views {
-        record_host(ctx, host, view).await;
-    }
+    // All hosts at once: a partitioned host costs its timeout once, not once per host.
+    let views: BTreeMap<String, HostView> = futures::future::join_all(
+        resolved
+            .endpoints
+            .iter()
+            .map(|(host, hostd_endpoint)| async {
+                let view = observe_host(ctx, cluster, host, hostd_endpoint).await;
+                record_host(ctx, host, &view).await;
+                (host.clone(), view)
+            }),
+    )
+    .await
+    .into_iter()
+    .collect();
     // Sticky placement: the members recorded once the Cluster was first available, or the
     // placement's hosts, started together, until then.
     let recorded = !status.etcd_hosts.is_empty();
@@ -1279,8 +1283,7 @@ async fn etcd_health(
     pki: &ClusterPki,
     members: &BTreeMap<String, IpAddr>,
 ) -> Vec<EtcdMemberStatus> {
-    let mut out = Vec::new();
-    for (host, ip) in members {
+    futures::future::join_all(members.iter().map(|(host, ip)| async move {
         let urls = [etcd_client_url(*ip)];
         let status = async {
             let mut client = etcd_client(pki, &urls, Duration::from_secs(2)).await.ok()?;
@@ -1294,7 +1297,7 @@ async fn etcd_health(
             .as_ref()
             .and_then(|s| s.header())
             .map(|h| h.member_id());
-        out.push(EtcdMemberStatus {
+        EtcdMemberStatus {
             name: host.clone(),
             host: host.clone(),
             id: member_id.map(|id| format!("{id:x}")),
@@ -1302,9 +1305,9 @@ async fn etcd_health(
             leader: status
                 .as_ref()
                 .is_some_and(|s| Some(s.leader()) == member_id),
-        });
-    }
-    out
+        }
+    }))
+    .await
 }
 
 /// `/readyz` through the load balancer, with the admin kubeconfig.
