@@ -236,6 +236,15 @@ pub struct ClusterStatus {
     pub etcd_members: Vec<EtcdMemberStatus>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub control_plane: Vec<ControlPlaneHostStatus>,
+    /// The hosts holding etcd members and the flags each member was started with. Recorded once
+    /// the Cluster is first available and changed one member at a time: placement is sticky,
+    /// and a running member's flags never change when another member comes or goes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub etcd_hosts: Vec<EtcdHostStatus>,
+    /// Hosts whose etcd member was removed: when they answer again, their etcd is stopped and
+    /// its data wiped before they may serve the Cluster again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fenced_hosts: Vec<String>,
     /// When the first of the cluster's certificates expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates_expire: Option<Time>,
@@ -255,6 +264,17 @@ pub struct EtcdMemberStatus {
     pub healthy: bool,
     #[serde(default)]
     pub leader: bool,
+}
+
+/// A host holding an etcd member, with the membership the member was started into.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EtcdHostStatus {
+    pub host: String,
+    /// etcd's `--initial-cluster` for this member (`name=peerURL,…`).
+    pub initial_cluster: String,
+    /// etcd's `--initial-cluster-state`: `new` for the first members, `existing` for later ones.
+    pub initial_cluster_state: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -230,6 +230,8 @@ pub async fn up(
                 format!("--bundle-dir={}", state.path("bundles").display()),
                 format!("--metrics-bind-address=127.0.0.1:{metrics_port}"),
                 format!("--leader-elect-resource-namespace={OPERATOR_NAMESPACE}"),
+                // Quicker than a real deployment's default, so a crashed host is replaced soon.
+                "--host-failure-threshold=15s".into(),
             ],
             &[],
         )?;

@@ -13,7 +13,7 @@ use hakube_hostd_api::client::{connect_lazy, ClientOptions, ClientTls};
 use hakube_hostd_api::v1::hostd_client::HostdClient;
 use hakube_hostd_api::v1::{self as hostd};
 use hakube_operator_api::cluster::{
-    ClusterStatus, ComponentStatus, ControlPlaneHostStatus, EtcdMemberStatus,
+    ClusterStatus, ComponentStatus, ControlPlaneHostStatus, EtcdHostStatus, EtcdMemberStatus,
 };
 use hakube_operator_api::validation::{validate, InventoryHost, ValidCluster};
 use hakube_operator_api::{Cluster, Host, Topology};
@@ -30,6 +30,8 @@ use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
 use crate::bundles::{self, Bundle};
+use crate::members::{self, FailureClock, HostCheck, ListedMember};
+use crate::membership;
 use crate::metrics::Metrics;
 use crate::pki::{self, ClusterPki, PkiInputs, SecretsData};
 use crate::plan::{self, Check, Observed, ObservedHost, Roles, Step};
@@ -55,6 +57,8 @@ pub enum Error {
     Finalizer(String),
     #[error("the Cluster has no namespace")]
     NoNamespace,
+    #[error("etcd membership: {0}")]
+    Etcd(String),
 }
 
 impl Error {
@@ -67,6 +71,7 @@ impl Error {
             Error::Hostd { .. } => "hostd",
             Error::Finalizer(_) => "finalizer",
             Error::NoNamespace => "no_namespace",
+            Error::Etcd(_) => "etcd",
         }
     }
 }
@@ -81,7 +86,12 @@ pub struct Context {
     /// The base URL hosts fetch bundles from (`https://<operator>:<port>`).
     pub artifact_url: String,
     pub metrics: Metrics,
+    /// A host whose hostd or etcd member has failed for longer than this is dead.
+    pub host_failure_threshold: Duration,
     agents: Mutex<BTreeMap<String, HostdClient<Channel>>>,
+    /// By Cluster (`<namespace>-<name>`). A new leader starts its clocks afresh, so it waits a
+    /// full threshold before it replaces anything.
+    failure_clocks: Mutex<BTreeMap<String, FailureClock>>,
 }
 
 impl Context {
@@ -91,6 +101,7 @@ impl Context {
         bundle_dir: PathBuf,
         artifact_url: String,
         metrics: Metrics,
+        host_failure_threshold: Duration,
     ) -> Context {
         Context {
             client,
@@ -103,7 +114,9 @@ impl Context {
             bundles: bundles::Catalog::default(),
             artifact_url,
             metrics,
+            host_failure_threshold,
             agents: Mutex::default(),
+            failure_clocks: Mutex::default(),
         }
     }
 
@@ -209,6 +222,7 @@ async fn resolve(cluster: &Cluster, ctx: &Context) -> Result<Result<Resolved, St
         .control_plane
         .iter()
         .chain(&valid.placement.etcd)
+        .chain(&valid.placement.spares)
         .chain(std::iter::once(&valid.placement.load_balancer))
         .collect();
     for host in inventory.iter().filter(|h| used.contains(&h.name_any())) {
@@ -363,8 +377,16 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
             .filter_map(|n| Some((n.clone(), *resolved.addresses.get(n)?)))
             .collect()
     };
-    let control_plane = pick(&resolved.valid.placement.control_plane);
-    let etcd = pick(&resolved.valid.placement.etcd);
+    let topology = cluster.spec.topology;
+    let allowed_etcd = allowed_etcd_hosts(topology, &resolved.valid);
+    let allowed_control_plane = match topology {
+        Topology::Stacked => allowed_etcd.clone(),
+        Topology::External => resolved.valid.placement.control_plane.clone(),
+    };
+    // Certificates for every host the Cluster may place a member or an API server on, spares
+    // included: a replacement then re-issues nothing and restarts nothing on the other hosts.
+    let control_plane_sans = pick(&allowed_control_plane);
+    let etcd_certified = pick(&allowed_etcd);
     let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
     let owned = secrets
         .list(&ListParams::default().labels(&format!("{CLUSTER_LABEL}={}", cluster.name_any())))
@@ -380,8 +402,8 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         api_service_ip: resolved.valid.network.api_service_ip,
         endpoint: &endpoint,
         load_balancer: lb_ip,
-        control_plane: &control_plane,
-        etcd: &etcd,
+        control_plane: &control_plane_sans,
+        etcd: &etcd_certified,
         validity: resolved.valid.certificate_validity,
         renew_before: resolved.valid.renew_before,
     };
@@ -429,23 +451,136 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         Some(pki::secret_name(&cluster.name_any(), "admin-kubeconfig"));
 
     // Observe.
+    // All hosts at once: a partitioned host costs its timeout once, not once per host.
+    let views: BTreeMap<String, HostView> = futures::future::join_all(
+        resolved
+            .endpoints
+            .iter()
+            .map(|(host, hostd_endpoint)| async {
+                let view = observe_host(ctx, cluster, host, hostd_endpoint).await;
+                record_host(ctx, host, &view).await;
+                (host.clone(), view)
+            }),
+    )
+    .await
+    .into_iter()
+    .collect();
+    // Sticky placement: the members recorded once the Cluster was first available, or the
+    // placement's hosts, started together, until then.
+    let recorded = !status.etcd_hosts.is_empty();
+    let mut etcd_hosts = if recorded {
+        status.etcd_hosts.clone()
+    } else {
+        members::first_members(&pick(&resolved.valid.placement.etcd))
+    };
+    let health = etcd_health(&pki, &pick(&record_hosts(&etcd_hosts))).await;
+
+    // Membership: once the Cluster has been up, one quorum-safe change per reconcile.
+    let mut membership_plan = None;
+    let mut listed = None;
+    if recorded {
+        listed = member_list(&pki, &health, &resolved.addresses).await;
+    }
+    if let Some(listed) = &listed {
+        let addresses = &resolved.addresses;
+        // A member removed (or never started) is no longer a recorded one.
+        etcd_hosts.retain(|r| {
+            listed
+                .iter()
+                .any(|m| members::member_host(&m.peer_urls, addresses) == r.host)
+        });
+        let checks: BTreeMap<String, HostCheck> = allowed_etcd
+            .iter()
+            .map(|host| {
+                let check = HostCheck {
+                    reachable: views.get(host).is_some_and(|v| v.observed.reachable),
+                    member_healthy: health.iter().find(|m| &m.host == host).map(|m| m.healthy),
+                };
+                (host.clone(), check)
+            })
+            .collect();
+        let leader = health
+            .iter()
+            .find(|m| m.leader)
+            .and_then(|m| u64::from_str_radix(m.id.as_deref()?, 16).ok());
+        let observed = {
+            let mut clocks = ctx.failure_clocks.lock().await;
+            let clock = clocks.entry(cluster_key(cluster)).or_default();
+            members::observed(
+                listed,
+                addresses,
+                &checks,
+                leader,
+                &status.fenced_hosts,
+                clock,
+                Instant::now(),
+            )
+        };
+        let desired = membership::Desired {
+            replicas: resolved.valid.placement.etcd.len(),
+            allowed_hosts: allowed_etcd.clone(),
+            failure_threshold: ctx.host_failure_threshold,
+        };
+        match membership::plan(&observed, &desired) {
+            Ok(planned) => membership_plan = Some(planned),
+            Err(e) => tracing::warn!(cluster = %cluster.name_any(), error = %e, "etcd membership"),
+        }
+    }
+    if let (Some(planned), Some(listed), false) = (&membership_plan, &listed, cluster.spec.paused) {
+        let change = MembershipChange {
+            ctx,
+            cluster,
+            resolved: &resolved,
+            views: &views,
+            pki: &pki,
+            health: &health,
+            listed,
+        };
+        change
+            .take(&planned.step, &mut status, &mut etcd_hosts)
+            .await?;
+    }
+
+    let etcd_roles = record_hosts(&etcd_hosts);
     let roles = Roles {
-        etcd: resolved.valid.placement.etcd.clone(),
-        control_plane: resolved.valid.placement.control_plane.clone(),
+        control_plane: match topology {
+            // An API server reads its own member: only a voter serves reads.
+            Topology::Stacked => etcd_roles
+                .iter()
+                .filter(|host| {
+                    listed.as_ref().is_none_or(|listed| {
+                        listed.iter().any(|m| {
+                            !m.is_learner
+                                && !m.name.is_empty()
+                                && members::member_host(&m.peer_urls, &resolved.addresses) == **host
+                        })
+                    })
+                })
+                .cloned()
+                .collect(),
+            Topology::External => resolved.valid.placement.control_plane.clone(),
+        },
+        etcd: etcd_roles,
         load_balancer: resolved.valid.placement.load_balancer.clone(),
         control_plane_units: control_plane_units(&resolved.bundle),
     };
-    let mut views = BTreeMap::new();
-    for (host, hostd_endpoint) in &resolved.endpoints {
-        views.insert(
-            host.clone(),
-            observe_host(ctx, cluster, host, hostd_endpoint).await,
-        );
-    }
-    for (host, view) in &views {
-        record_host(ctx, host, view).await;
-    }
-    let members = etcd_health(&pki, &etcd).await;
+    let etcd = pick(&roles.etcd);
+    let control_plane = pick(&roles.control_plane);
+    let members: Vec<EtcdMemberStatus> = roles
+        .etcd
+        .iter()
+        .map(|host| {
+            health
+                .iter()
+                .find(|m| &m.host == host)
+                .cloned()
+                .unwrap_or_else(|| EtcdMemberStatus {
+                    name: host.clone(),
+                    host: host.clone(),
+                    ..Default::default()
+                })
+        })
+        .collect();
     let lb_port = u16::try_from(cluster.spec.load_balancer.port).unwrap_or(6443);
     let endpoint_ready = endpoint_ready(&pki.admin_kubeconfig, (lb_ip, lb_port)).await;
     let observed = Observed {
@@ -466,13 +601,14 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         for step in &planned.steps {
             match step {
                 Step::EnsureEtcd => {
-                    for host in &roles.etcd {
+                    for joined in &etcd_hosts {
+                        let host = &joined.host;
                         let plan = render::etcd_member(
                             &cluster.spec,
                             &cluster.uid().unwrap_or_default(),
                             host,
                             &host_paths(&resolved, &views, host)?,
-                            &etcd,
+                            joined,
                             &pki,
                         );
                         ensure_host(ctx, cluster, &resolved, &views, host, &plan, None).await?;
@@ -480,8 +616,7 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
                 }
                 Step::EnsureControlPlane => {
                     for host in &roles.control_plane {
-                        let servers =
-                            etcd_servers(&cluster.spec.topology, &etcd, &resolved.addresses[host]);
+                        let servers = etcd_servers(&topology, &etcd, &resolved.addresses[host]);
                         let plan = render::control_plane_host(
                             &cluster.spec,
                             &resolved.valid,
@@ -619,6 +754,36 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
             generation,
         );
     }
+    let membership_degraded = membership_plan
+        .as_ref()
+        .and_then(|p| p.summary.degraded.as_ref());
+    if let Some(degraded) = membership_degraded {
+        set_condition(
+            &mut status,
+            "Degraded",
+            true,
+            degraded.reason,
+            &degraded.message,
+            generation,
+        );
+    }
+    if let Some(replacing) = membership_plan
+        .as_ref()
+        .and_then(|p| replacement_progress(&p.step))
+    {
+        set_condition(
+            &mut status,
+            "Progressing",
+            !cluster.spec.paused,
+            if cluster.spec.paused {
+                "Paused"
+            } else {
+                "ReplacingMember"
+            },
+            &replacing,
+            generation,
+        );
+    }
     if planned.available && !was_available {
         publish(
             ctx,
@@ -631,12 +796,12 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
     }
     status.phase = Some(
         if planned.available {
-            if unhealthy_members > 0 || !unreachable.is_empty() {
+            if unhealthy_members > 0 || !unreachable.is_empty() || membership_degraded.is_some() {
                 "Degraded"
             } else {
                 "Running"
             }
-        } else if was_available {
+        } else if recorded || was_available {
             "Degraded"
         } else {
             "Provisioning"
@@ -644,6 +809,9 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         .into(),
     );
     status.etcd_members = members;
+    if recorded || planned.available {
+        status.etcd_hosts = etcd_hosts;
+    }
     status.control_plane = roles
         .control_plane
         .iter()
@@ -668,11 +836,266 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
     status.observed_generation = generation;
     write_status(ctx, cluster, &status).await?;
     ctx.metrics.conditions(cluster, &status);
-    Ok(Action::requeue(if planned.available {
+    let settled = membership_plan
+        .as_ref()
+        .is_none_or(|p| p.step == membership::Step::Done);
+    // A failing host is watched closely: its failure threshold runs out between reconciles.
+    Ok(Action::requeue(if planned.available && settled {
         Duration::from_secs(15)
     } else {
         Duration::from_secs(2)
     }))
+}
+
+/// The hosts the Cluster may hold etcd members on, most preferred first: stacked, the selected
+/// control-plane hosts and their spares; external, the etcd hosts.
+fn allowed_etcd_hosts(topology: Topology, valid: &ValidCluster) -> Vec<String> {
+    match topology {
+        Topology::Stacked => valid
+            .placement
+            .control_plane
+            .iter()
+            .chain(&valid.placement.spares)
+            .cloned()
+            .collect(),
+        // The spares of both roles share one list: the External topology replaces nothing yet.
+        Topology::External => valid.placement.etcd.clone(),
+    }
+}
+
+fn record_hosts(records: &[EtcdHostStatus]) -> Vec<String> {
+    records.iter().map(|r| r.host.clone()).collect()
+}
+
+/// The `Progressing` message while a membership change is under way.
+fn replacement_progress(step: &membership::Step) -> Option<String> {
+    use membership::{Step as M, Wait};
+    Some(match step {
+        M::Fence { host } => format!("fencing {host}, whose member was replaced"),
+        M::AddLearner { host } => format!("adding an etcd learner on {host}"),
+        M::StartMember { id, host } => format!("starting etcd member {id:x} on {host}"),
+        M::PromoteLearner { id } => format!("promoting etcd learner {id:x}"),
+        M::RemoveMember { id, host } => format!("removing etcd member {id:x} on {host}"),
+        M::Wait(wait @ (Wait::LearnerCatchingUp { .. } | Wait::HostUnreachable { .. })) => {
+            wait.message()
+        }
+        M::Wait(_) | M::Done => return None,
+    })
+}
+
+/// The client URL of the member on `address`.
+fn etcd_client_url(address: IpAddr) -> String {
+    format!(
+        "https://{}:{}",
+        render::url_host(address),
+        render::ETCD_CLIENT_PORT
+    )
+}
+
+/// An etcd client with the health-check client certificate: etcd runs without auth, so any
+/// certificate of the etcd CA may call the cluster RPCs.
+async fn etcd_client(
+    pki: &ClusterPki,
+    urls: &[String],
+    timeout: Duration,
+) -> Result<etcd_client::Client, String> {
+    let tls = etcd_client::TlsOptions::new()
+        .ca_certificate(etcd_client::Certificate::from_pem(pki.etcd_ca_cert.clone()))
+        .identity(etcd_client::Identity::from_pem(
+            pki.etcd_healthcheck_client.cert_pem.clone(),
+            pki.etcd_healthcheck_client.key_pem.clone(),
+        ));
+    let options = etcd_client::ConnectOptions::new()
+        .with_tls(tls)
+        .with_connect_timeout(Duration::from_secs(2))
+        .with_timeout(timeout);
+    etcd_client::Client::connect(urls, Some(options))
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// etcd's member list, asked of the healthy members; `None` when none answers.
+async fn member_list(
+    pki: &ClusterPki,
+    health: &[EtcdMemberStatus],
+    addresses: &BTreeMap<String, IpAddr>,
+) -> Option<Vec<ListedMember>> {
+    let urls: Vec<String> = health
+        .iter()
+        .filter(|m| m.healthy)
+        .filter_map(|m| Some(etcd_client_url(*addresses.get(&m.host)?)))
+        .collect();
+    if urls.is_empty() {
+        return None;
+    }
+    let listed = async {
+        let mut client = etcd_client(pki, &urls, CALL_TIMEOUT).await?;
+        client.member_list().await.map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(CALL_TIMEOUT, listed).await {
+        Ok(Ok(response)) => Some(
+            response
+                .members()
+                .iter()
+                .map(|m| ListedMember {
+                    id: m.id(),
+                    name: m.name().to_string(),
+                    peer_urls: m.peer_urls().to_vec(),
+                    is_learner: m.is_learner(),
+                })
+                .collect(),
+        ),
+        Ok(Err(error)) => {
+            tracing::debug!(%error, "etcd member list");
+            None
+        }
+        Err(_) => {
+            tracing::debug!("etcd member list timed out");
+            None
+        }
+    }
+}
+
+/// Takes the membership planner's step; see [`membership`] for what each one asks.
+struct MembershipChange<'a> {
+    ctx: &'a Context,
+    cluster: &'a Cluster,
+    resolved: &'a Resolved,
+    views: &'a BTreeMap<String, HostView>,
+    pki: &'a ClusterPki,
+    health: &'a [EtcdMemberStatus],
+    listed: &'a [ListedMember],
+}
+
+impl MembershipChange<'_> {
+    async fn client(&self) -> Result<etcd_client::Client, Error> {
+        let urls: Vec<String> = self
+            .health
+            .iter()
+            .filter(|m| m.healthy)
+            .filter_map(|m| Some(etcd_client_url(*self.resolved.addresses.get(&m.host)?)))
+            .collect();
+        etcd_client(self.pki, &urls, CALL_TIMEOUT)
+            .await
+            .map_err(Error::Etcd)
+    }
+
+    async fn event(&self, reason: &str, note: &str) {
+        tracing::info!(cluster = %self.cluster.name_any(), reason, note, "etcd membership");
+        publish(self.ctx, self.cluster, EventType::Normal, reason, note).await;
+    }
+
+    async fn take(
+        &self,
+        step: &membership::Step,
+        status: &mut ClusterStatus,
+        etcd_hosts: &mut Vec<EtcdHostStatus>,
+    ) -> Result<(), Error> {
+        let etcd_error = |e: etcd_client::Error| Error::Etcd(e.to_string());
+        match step {
+            membership::Step::Fence { host } => {
+                self.fence(host).await?;
+                status.fenced_hosts.retain(|h| h != host);
+                self.event(
+                    "HostFenced",
+                    &format!("stopped the replaced member's etcd on {host} and wiped its data"),
+                )
+                .await;
+            }
+            membership::Step::AddLearner { host } => {
+                let address = self.resolved.addresses.get(host).ok_or_else(|| {
+                    Error::Etcd(format!("{host} has no address for its peer URL"))
+                })?;
+                let added = self
+                    .client()
+                    .await?
+                    .member_add(
+                        [render::etcd_peer_url(*address)],
+                        Some(etcd_client::MemberAddOptions::new().with_is_learner()),
+                    )
+                    .await
+                    .map_err(etcd_error)?;
+                let id = added.member().map(|m| m.id()).unwrap_or_default();
+                self.event(
+                    "MemberAdded",
+                    &format!("added etcd member {id:x} on {host} as a learner"),
+                )
+                .await;
+            }
+            membership::Step::StartMember { host, .. } => {
+                // Recorded here, not at MemberAdd: an add whose record was lost is started
+                // all the same. The etcd ensure that follows starts the unit.
+                if !etcd_hosts.iter().any(|r| &r.host == host) {
+                    etcd_hosts.push(members::joining_member(
+                        host,
+                        self.listed,
+                        &self.resolved.addresses,
+                    ));
+                }
+            }
+            membership::Step::PromoteLearner { id } => {
+                self.client()
+                    .await?
+                    .member_promote(*id)
+                    .await
+                    .map_err(etcd_error)?;
+                self.event("MemberPromoted", &format!("etcd learner {id:x} votes now"))
+                    .await;
+            }
+            membership::Step::RemoveMember { id, host } => {
+                // Fenced first and written down: should the removal be cut short, the mark
+                // finishes it, and the host never rejoins with its old data.
+                if !status.fenced_hosts.contains(host) {
+                    status.fenced_hosts.push(host.clone());
+                    write_status(self.ctx, self.cluster, status).await?;
+                }
+                self.client()
+                    .await?
+                    .member_remove(*id)
+                    .await
+                    .map_err(etcd_error)?;
+                etcd_hosts.retain(|r| &r.host != host);
+                self.event(
+                    "MemberRemoved",
+                    &format!("removed etcd member {id:x} on {host}"),
+                )
+                .await;
+            }
+            membership::Step::Wait(_) | membership::Step::Done => {}
+        }
+        Ok(())
+    }
+
+    /// Stops every unit of the Cluster on `host` and removes its etcd data.
+    async fn fence(&self, host: &str) -> Result<(), Error> {
+        let view = self.views.get(host);
+        let root = view
+            .and_then(|v| v.root.clone())
+            .ok_or_else(|| Error::Hostd {
+                host: host.to_string(),
+                message: "not reachable".into(),
+            })?;
+        let hostd_error = |e: tonic::Status| Error::Hostd {
+            host: host.to_string(),
+            message: e.message().to_string(),
+        };
+        let mut agent = self.ctx.agent(host, &self.resolved.endpoints[host]).await?;
+        for unit in view.iter().flat_map(|v| v.observed.units.keys()) {
+            agent
+                .remove_unit(hostd::RemoveUnitRequest {
+                    name: format!("{}{unit}", unit_prefix(self.cluster)),
+                })
+                .await
+                .map_err(hostd_error)?;
+        }
+        agent
+            .remove_path(hostd::RemovePathRequest {
+                path: format!("{root}/etcd"),
+            })
+            .await
+            .map_err(hostd_error)?;
+        Ok(())
+    }
 }
 
 fn control_plane_units(bundle: &Bundle) -> Vec<String> {
@@ -860,27 +1283,10 @@ async fn etcd_health(
     pki: &ClusterPki,
     members: &BTreeMap<String, IpAddr>,
 ) -> Vec<EtcdMemberStatus> {
-    let mut out = Vec::new();
-    for (host, ip) in members {
-        let url = format!(
-            "https://{}:{}",
-            render::url_host(*ip),
-            render::ETCD_CLIENT_PORT
-        );
-        let tls = etcd_client::TlsOptions::new()
-            .ca_certificate(etcd_client::Certificate::from_pem(pki.etcd_ca_cert.clone()))
-            .identity(etcd_client::Identity::from_pem(
-                pki.etcd_healthcheck_client.cert_pem.clone(),
-                pki.etcd_healthcheck_client.key_pem.clone(),
-            ));
-        let options = etcd_client::ConnectOptions::new()
-            .with_tls(tls)
-            .with_connect_timeout(Duration::from_secs(2))
-            .with_timeout(Duration::from_secs(2));
+    futures::future::join_all(members.iter().map(|(host, ip)| async move {
+        let urls = [etcd_client_url(*ip)];
         let status = async {
-            let mut client = etcd_client::Client::connect([url.as_str()], Some(options))
-                .await
-                .ok()?;
+            let mut client = etcd_client(pki, &urls, Duration::from_secs(2)).await.ok()?;
             client.status().await.ok()
         };
         let status = tokio::time::timeout(Duration::from_secs(3), status)
@@ -891,7 +1297,7 @@ async fn etcd_health(
             .as_ref()
             .and_then(|s| s.header())
             .map(|h| h.member_id());
-        out.push(EtcdMemberStatus {
+        EtcdMemberStatus {
             name: host.clone(),
             host: host.clone(),
             id: member_id.map(|id| format!("{id:x}")),
@@ -899,9 +1305,9 @@ async fn etcd_health(
             leader: status
                 .as_ref()
                 .is_some_and(|s| Some(s.leader()) == member_id),
-        });
-    }
-    out
+        }
+    }))
+    .await
 }
 
 /// `/readyz` through the load balancer, with the admin kubeconfig.

@@ -7,6 +7,7 @@
 pub mod bundles;
 pub mod controller;
 pub mod hostsvc;
+pub mod members;
 pub mod membership;
 pub mod metrics;
 pub mod pki;
@@ -45,6 +46,10 @@ pub struct Options {
     /// `/metrics` and `/healthz`, plain HTTP.
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub metrics_bind_address: String,
+    /// A control-plane or etcd host whose hostd does not answer or whose etcd member fails
+    /// health checks for longer than this is dead, and its member is replaced from a spare.
+    #[arg(long, default_value = "40s", value_parser = hakube_operator_api::validation::parse_duration)]
+    pub host_failure_threshold: std::time::Duration,
     /// Replicas elect one leader through a Lease (`hakube-operator` unless named); only it
     /// reconciles. Every replica serves the host endpoint.
     #[command(flatten)]
@@ -121,6 +126,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         options.bundle_dir,
         artifact_url,
         metrics.clone(),
+        options.host_failure_threshold,
     ));
     tracing::info!("hakube-operator running");
     let election = &options.leader_election;

@@ -6,7 +6,9 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
-use hakube_operator_api::cluster::{AutoCompactionMode, ClusterSpec, ComponentSpec};
+use hakube_operator_api::cluster::{
+    AutoCompactionMode, ClusterSpec, ComponentSpec, EtcdHostStatus,
+};
 use hakube_operator_api::validation::ValidCluster;
 
 use crate::pki::ClusterPki;
@@ -99,21 +101,31 @@ pub const APISERVER_BINARY: &str = "hakube-apiserver";
 pub const SCHEDULER_BINARY: &str = "hakube-scheduler";
 pub const CONTROLLER_MANAGER_BINARY: &str = "hakube-controller-manager";
 
-/// The etcd member on `host`, in a cluster whose members are `members` (name → address).
+/// A member's peer URL.
+pub fn etcd_peer_url(address: IpAddr) -> String {
+    format!("https://{}:{ETCD_PEER_PORT}", url_host(address))
+}
+
+/// etcd's `--initial-cluster` for members started together (name → address).
+pub fn initial_cluster(members: &BTreeMap<String, IpAddr>) -> String {
+    let initial: Vec<String> = members
+        .iter()
+        .map(|(name, ip)| format!("{name}={}", etcd_peer_url(*ip)))
+        .collect();
+    initial.join(",")
+}
+
+/// The etcd member on `host`, started into the membership `joined` records.
 pub fn etcd_member(
     spec: &ClusterSpec,
     cluster_token: &str,
     host: &str,
     paths: &HostPaths,
-    members: &BTreeMap<String, IpAddr>,
+    joined: &EtcdHostStatus,
     pki: &ClusterPki,
 ) -> HostPlan {
     let dir = |f: &str| format!("{}/{f}", paths.root);
     let a = url_host(paths.address);
-    let initial: Vec<String> = members
-        .iter()
-        .map(|(name, ip)| format!("{name}=https://{}:{ETCD_PEER_PORT}", url_host(*ip)))
-        .collect();
     let mut flags = vec![
         ("name", host.to_string()),
         ("data-dir", dir("etcd/data")),
@@ -130,8 +142,11 @@ pub fn etcd_member(
             "initial-advertise-peer-urls",
             format!("https://{a}:{ETCD_PEER_PORT}"),
         ),
-        ("initial-cluster", initial.join(",")),
-        ("initial-cluster-state", "new".into()),
+        ("initial-cluster", joined.initial_cluster.clone()),
+        (
+            "initial-cluster-state",
+            joined.initial_cluster_state.clone(),
+        ),
         ("initial-cluster-token", cluster_token.to_string()),
         (
             "listen-metrics-urls",

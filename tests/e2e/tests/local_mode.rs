@@ -51,6 +51,73 @@ impl Local {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// A field of the `stacked` Cluster, by kubectl jsonpath.
+    fn cluster_field(&self, jsonpath: &str) -> String {
+        let out = self.kubectl(
+            &self.state.join("management.kubeconfig"),
+            &[
+                "get",
+                "cluster",
+                "stacked",
+                "-o",
+                &format!("jsonpath={jsonpath}"),
+            ],
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// The host of the etcd member the `stacked` Cluster reports as leader.
+    fn etcd_leader(&self) -> String {
+        let mut leader = String::new();
+        eventually("a reported etcd leader", Duration::from_secs(30), || {
+            let members =
+                self.cluster_field("{range .status.etcdMembers[*]}{.host}={.leader}{\"\\n\"}{end}");
+            leader = members
+                .lines()
+                .find_map(|line| line.strip_suffix("=true"))
+                .unwrap_or_default()
+                .to_string();
+            !leader.is_empty()
+        });
+        leader
+    }
+
+    /// Whether the management cluster has an event with this reason.
+    fn has_event(&self, reason: &str) -> bool {
+        let out = self.kubectl(
+            &self.state.join("management.kubeconfig"),
+            &[
+                "get",
+                "events",
+                "--field-selector",
+                &format!("reason={reason}"),
+                "-o",
+                "name",
+            ],
+        );
+        !String::from_utf8_lossy(&out.stdout).trim().is_empty()
+    }
+
+    /// Waits until the spare cp-4 holds a member in `crashed`'s place and the Cluster is
+    /// available with three healthy members.
+    fn wait_for_replacement(&self, crashed: &str) {
+        eventually(
+            "the spare replaces the crashed member",
+            Duration::from_secs(300),
+            || {
+                let hosts = self.cluster_field("{.status.etcdMembers[*].host}");
+                let healthy = self.cluster_field("{.status.etcdMembers[*].healthy}");
+                let available =
+                    self.cluster_field("{.status.conditions[?(@.type==\"Available\")].status}");
+                hosts.split_whitespace().count() == 3
+                    && hosts.contains("cp-4")
+                    && !hosts.contains(crashed)
+                    && healthy == "true true true"
+                    && available == "True"
+            },
+        );
+    }
+
     fn up(&self, topology: &str) -> String {
         let out = self.hakube(&["up", "--topology", topology, "--timeout-seconds", "90"]);
         let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -336,5 +403,300 @@ fn the_standby_operator_finishes_the_bring_up_its_leader_was_killed_in() {
         local.ok(&kubeconfig, &["get", "--raw", "/readyz"]).trim(),
         "ok"
     );
+    local.down_leaves_nothing();
+}
+
+/// The long-running processes (etcd, hostd and the bundle's components) in a host's network
+/// namespace, as (pid, command name).
+fn host_processes(host: &str) -> Vec<(String, String)> {
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &format!("hakube-{host}")])
+        .output()
+        .expect("ip runs");
+    String::from_utf8_lossy(&pids.stdout)
+        .split_whitespace()
+        .filter_map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+            let comm = comm.trim();
+            (comm == "etcd" || comm.starts_with("hakube-"))
+                .then(|| (pid.to_string(), comm.to_string()))
+        })
+        .collect()
+}
+
+/// Kills every process in `host`'s network namespace, as a crash would.
+fn crash(host: &str) {
+    let namespace = format!("hakube-{host}");
+    let pids = Command::new("ip")
+        .args(["netns", "pids", &namespace])
+        .output()
+        .expect("ip runs");
+    let pids = String::from_utf8_lossy(&pids.stdout).into_owned();
+    assert!(!pids.trim().is_empty(), "no processes in {namespace}");
+    for pid in pids.split_whitespace() {
+        let _ = Command::new("kill").args(["-KILL", pid]).status();
+    }
+}
+
+/// How a host dies.
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// Every process in its network namespace killed.
+    Crash,
+    /// Its link taken down while its processes run on.
+    Partition,
+}
+
+/// The host serving the etcd leader crashes: the API keeps answering through HAProxy, the
+/// Cluster turns `Degraded`, the spare cp-4 replaces the dead member one etcd change at a time,
+/// and the Cluster is `Available` again with every object written before and no process on the
+/// surviving hosts restarted. The crashed host's hostd then comes back: its stale member is
+/// fenced (etcd stopped, data wiped) and does not rejoin.
+#[test]
+fn a_crashed_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_returns() {
+    replaces_the_etcd_leaders_host_after(Fault::Crash);
+}
+
+/// As with a crash, for a host cut off the network with its etcd and API server running on;
+/// when its link comes back its removed member is fenced before it can rejoin with old data.
+#[test]
+fn a_partitioned_control_plane_host_is_replaced_by_the_spare_and_fenced_when_it_returns() {
+    replaces_the_etcd_leaders_host_after(Fault::Partition);
+}
+
+fn replaces_the_etcd_leaders_host_after(fault: Fault) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    let local = Local::new();
+    local.up("stacked");
+    let kubeconfig = local.state.join("kubeconfig");
+    for i in 0..20 {
+        local.ok(
+            &kubeconfig,
+            &[
+                "create",
+                "configmap",
+                &format!("before-crash-{i}"),
+                &format!("--from-literal=n={i}"),
+            ],
+        );
+    }
+    let leader = local.etcd_leader();
+
+    // What the surviving hosts run: a replacement must restart none of it.
+    let survivors: Vec<&str> = ["cp-1", "cp-2", "cp-3"]
+        .into_iter()
+        .filter(|h| *h != leader)
+        .collect();
+    let running_before: Vec<(String, String)> =
+        survivors.iter().flat_map(|h| host_processes(h)).collect();
+    assert_eq!(
+        running_before
+            .iter()
+            .filter(|(_, comm)| comm == "etcd")
+            .count(),
+        2,
+        "{running_before:?}"
+    );
+
+    // A client polling through the load balancer: the longest interval without an answer.
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let stop = stop.clone();
+        let kubeconfig = kubeconfig.clone();
+        std::thread::spawn(move || {
+            let mut last_ok = Instant::now();
+            let mut longest = Duration::ZERO;
+            while !stop.load(Ordering::Relaxed) {
+                let answered = Command::new("kubectl")
+                    .env("KUBECONFIG", &kubeconfig)
+                    .args(["get", "--raw", "/readyz", "--request-timeout=2s"])
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+                if answered {
+                    longest = longest.max(last_ok.elapsed());
+                    last_ok = Instant::now();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            longest.max(last_ok.elapsed())
+        })
+    };
+
+    let crashed = Instant::now();
+    match fault {
+        Fault::Crash => crash(&leader),
+        Fault::Partition => link(&leader, "down"),
+    }
+    eventually("Degraded=True", Duration::from_secs(90), || {
+        local.cluster_field("{.status.conditions[?(@.type==\"Degraded\")].status}") == "True"
+    });
+    local.wait_for_replacement(&leader);
+    let replaced_after = crashed.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let longest_gap = poller.join().unwrap();
+    println!(
+        "{fault:?} of {leader}; replaced after {replaced_after:?}; longest API gap through HAProxy {longest_gap:?}"
+    );
+    // HAProxy takes a dead backend out after three failed checks two seconds apart (a
+    // partitioned one answers no connection attempt, so each check waits for its timeout).
+    assert!(
+        longest_gap < Duration::from_secs(20),
+        "the API went unanswered for {longest_gap:?}"
+    );
+    let configmaps = local.ok(&kubeconfig, &["get", "configmaps", "-o", "name"]);
+    for i in 0..20 {
+        assert!(
+            configmaps.contains(&format!("configmap/before-crash-{i}\n")),
+            "before-crash-{i} is lost: {configmaps}"
+        );
+    }
+    let running_after: Vec<(String, String)> =
+        survivors.iter().flat_map(|h| host_processes(h)).collect();
+    for process in &running_before {
+        assert!(
+            running_after.contains(process),
+            "{process:?} on a surviving host was restarted or stopped: {running_after:?}"
+        );
+    }
+    // The new host serves the API too.
+    eventually(
+        "cp-4's API server behind the endpoint",
+        Duration::from_secs(60),
+        || {
+            let out = local.kubectl(
+                &kubeconfig,
+                &[
+                    "get",
+                    "endpoints",
+                    "kubernetes",
+                    "-o",
+                    "jsonpath={.subsets[0].addresses[*].ip}",
+                ],
+            );
+            String::from_utf8_lossy(&out.stdout).contains("10.77.0.14")
+        },
+    );
+    for reason in ["MemberRemoved", "MemberAdded", "MemberPromoted"] {
+        assert!(local.has_event(reason), "no {reason} event");
+    }
+    assert_eq!(
+        local.cluster_field("{.status.fencedHosts}"),
+        format!("[\"{leader}\"]")
+    );
+
+    // The host returns: a crashed one's hostd with its stored identity and the units it last
+    // ran, a partitioned one with everything still running.
+    let mut hostd = match fault {
+        Fault::Crash => Some(restart_hostd(&local, &leader)),
+        Fault::Partition => {
+            link(&leader, "up");
+            None
+        }
+    };
+    let etcd_dir = local
+        .state
+        .join(format!("hosts/{leader}/clusters/default-stacked/etcd"));
+    eventually("the returning host fenced", Duration::from_secs(90), || {
+        !etcd_dir.exists() && local.cluster_field("{.status.fencedHosts}").is_empty()
+    });
+    assert!(local.has_event("HostFenced"), "no HostFenced event");
+    let hosts = local.cluster_field("{.status.etcdMembers[*].host}");
+    assert!(!hosts.contains(&leader), "{leader} rejoined: {hosts}");
+    assert_eq!(
+        local.ok(&kubeconfig, &["get", "--raw", "/readyz"]).trim(),
+        "ok"
+    );
+    local.down_leaves_nothing();
+    if let Some(hostd) = hostd.as_mut() {
+        let _ = hostd.wait();
+    }
+}
+
+/// Sets the link of `host`'s network namespace `up` or `down`.
+fn link(host: &str, state: &str) {
+    let set = Command::new("ip")
+        .args([
+            "-n",
+            &format!("hakube-{host}"),
+            "link",
+            "set",
+            "eth0",
+            state,
+        ])
+        .status()
+        .expect("ip runs");
+    assert!(set.success(), "ip link set eth0 {state} in hakube-{host}");
+}
+
+/// Starts hostd again in `host`'s namespace, as its service manager would after a reboot.
+fn restart_hostd(local: &Local, host: &str) -> std::process::Child {
+    let address = match host {
+        "cp-1" => "10.77.0.11",
+        "cp-2" => "10.77.0.12",
+        _ => "10.77.0.13",
+    };
+    Command::new("ip")
+        .args(["netns", "exec", &format!("hakube-{host}")])
+        .arg(bin_dir().join("hakube-hostd"))
+        .arg(format!("--listen-address={address}:9443"))
+        .arg(format!(
+            "--data-dir={}",
+            local.state.join(format!("hosts/{host}")).display()
+        ))
+        .arg(format!("--host-name={host}"))
+        .arg(format!("--advertise-address={address}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("hostd restarts")
+}
+
+/// The leading operator replica is killed just after it removed a crashed host's member: the
+/// standby takes the lease and finishes the replacement from the recorded and observed state.
+#[test]
+fn the_standby_operator_finishes_a_replacement_its_leader_was_killed_in() {
+    let local = Local::new();
+    local.up("stacked");
+    let kubeconfig = local.state.join("kubeconfig");
+    local.ok(
+        &kubeconfig,
+        &["create", "configmap", "before-crash", "--from-literal=a=b"],
+    );
+    let leader = local.etcd_leader();
+    crash(&leader);
+    eventually(
+        "the crashed member removed",
+        Duration::from_secs(120),
+        || local.has_event("MemberRemoved"),
+    );
+    let leading = |replica: &str| {
+        std::fs::read_to_string(local.state.join(format!("logs/{replica}.log")))
+            .unwrap_or_default()
+            .contains("successfully acquired lease")
+    };
+    let operator = if leading("operator-1") {
+        "operator-1"
+    } else {
+        "operator-2"
+    };
+    let standby = if operator == "operator-1" {
+        "operator-2"
+    } else {
+        "operator-1"
+    };
+    let pid = std::fs::read_to_string(local.state.join(format!("pids/{operator}.pid"))).unwrap();
+    assert!(Command::new("kill")
+        .args(["-KILL", pid.trim()])
+        .status()
+        .unwrap()
+        .success());
+    local.wait_for_replacement(&leader);
+    assert!(leading(standby), "the standby took the lease");
+    assert!(local
+        .ok(&kubeconfig, &["get", "configmap", "before-crash"])
+        .contains("before-crash"));
     local.down_leaves_nothing();
 }

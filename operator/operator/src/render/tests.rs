@@ -94,7 +94,11 @@ fn etcd_members_form_one_cluster_over_tls() {
         "uid-1",
         "cp-2",
         &paths("10.77.0.12"),
-        &addresses(),
+        &EtcdHostStatus {
+            host: "cp-2".into(),
+            initial_cluster: initial_cluster(&addresses()),
+            initial_cluster_state: "new".into(),
+        },
         &pki,
     );
     let etcd = &plan.units[0];
