@@ -370,7 +370,7 @@ pub async fn up(
                 operator_logs(&state)
             )));
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let status = available.status.unwrap_or_default();
     let secret_name = status.admin_kubeconfig_secret.unwrap_or_default();

@@ -615,6 +615,8 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
                     }
                 }
                 Step::EnsureControlPlane => {
+                    // Host by host, each fetching the bundle, would add up; they go together.
+                    let mut plans = Vec::new();
                     for host in &roles.control_plane {
                         let servers = etcd_servers(&topology, &etcd, &resolved.addresses[host]);
                         let plan = render::control_plane_host(
@@ -626,17 +628,20 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
                             &pki,
                             &resolved.bundle.binaries,
                         );
+                        plans.push((host, plan));
+                    }
+                    futures::future::try_join_all(plans.iter().map(|(host, plan)| {
                         ensure_host(
                             ctx,
                             cluster,
                             &resolved,
                             &views,
                             host,
-                            &plan,
+                            plan,
                             Some(&resolved.bundle),
                         )
-                        .await?;
-                    }
+                    }))
+                    .await?;
                 }
                 Step::EnsureLoadBalancer => {
                     let host = &roles.load_balancer;
@@ -839,11 +844,12 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
     let settled = membership_plan
         .as_ref()
         .is_none_or(|p| p.step == membership::Step::Done);
-    // A failing host is watched closely: its failure threshold runs out between reconciles.
+    // A cluster coming up or a failing host is watched closely: each stage of a bring-up
+    // waits on the one before, and a failure threshold runs out between reconciles.
     Ok(Action::requeue(if planned.available && settled {
         Duration::from_secs(15)
     } else {
-        Duration::from_secs(2)
+        Duration::from_millis(500)
     }))
 }
 

@@ -315,7 +315,8 @@ pub fn control_plane_host(
     plan
 }
 
-/// HAProxy on the load-balancer host: TCP to every API server, each checked on `/readyz`.
+/// HAProxy on the load-balancer host: TCP to every API server, each checked on `/readyz` every
+/// second; two failed checks take a server out (2 s detection), one success brings it back.
 pub fn load_balancer(
     spec: &ClusterSpec,
     paths: &HostPaths,
@@ -325,10 +326,10 @@ pub fn load_balancer(
     let mut config = format!(
         "# Rendered by hakube-operator.\n\
          global\n  maxconn 4000\n\n\
-         defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout check 2s\n\n\
+         defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout check 1s\n\n\
          frontend kube-apiserver\n  bind {}:{port}\n  default_backend kube-apiservers\n\n\
          backend kube-apiservers\n  balance roundrobin\n  option httpchk GET /readyz\n  http-check expect status 200\n  \
-         default-server check check-ssl verify none inter 2s fall 3 rise 2\n",
+         default-server check check-ssl verify none inter 1s fall 2 rise 1\n",
         url_host(paths.address)
     );
     for (name, ip) in apiservers {
