@@ -5,7 +5,10 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Container, PersistentVolumeClaim, Pod, ResourceQuota, Service};
+use k8s_openapi::api::core::v1::{
+    Container, PersistentVolumeClaim, Pod, PodAffinityTerm, ResourceQuota, Service,
+    WeightedPodAffinityTerm,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 use crate::quantity::Amount;
@@ -135,6 +138,17 @@ fn is_best_effort(pod: &Pod) -> bool {
 }
 
 /// Whether `pod` is in one scope of a quota (`values` for PriorityClass selectors).
+/// The required and preferred terms of a pod (anti-)affinity, in one list.
+fn affinity_terms(
+    required: Option<Vec<PodAffinityTerm>>,
+    preferred: Option<Vec<WeightedPodAffinityTerm>>,
+) -> impl Iterator<Item = PodAffinityTerm> {
+    required
+        .into_iter()
+        .flatten()
+        .chain(preferred.into_iter().flatten().map(|w| w.pod_affinity_term))
+}
+
 fn in_scope(pod: &Pod, scope: &str, operator: &str, values: &[String]) -> bool {
     let spec = pod.spec.clone().unwrap_or_default();
     match scope {
@@ -154,38 +168,28 @@ fn in_scope(pod: &Pod, scope: &str, operator: &str, values: &[String]) -> bool {
         }
         "CrossNamespacePodAffinity" => {
             let affinity = spec.affinity.unwrap_or_default();
-            let terms = affinity
+            let mut terms = affinity
                 .pod_affinity
                 .map(|a| {
-                    let required = a
-                        .required_during_scheduling_ignored_during_execution
-                        .unwrap_or_default();
-                    let preferred = a
-                        .preferred_during_scheduling_ignored_during_execution
-                        .unwrap_or_default()
-                        .into_iter()
-                        .map(|w| w.pod_affinity_term);
-                    required.into_iter().chain(preferred).collect::<Vec<_>>()
+                    affinity_terms(
+                        a.required_during_scheduling_ignored_during_execution,
+                        a.preferred_during_scheduling_ignored_during_execution,
+                    )
                 })
-                .unwrap_or_default()
                 .into_iter()
+                .flatten()
                 .chain(
                     affinity
                         .pod_anti_affinity
                         .map(|a| {
-                            let required = a
-                                .required_during_scheduling_ignored_during_execution
-                                .unwrap_or_default();
-                            let preferred = a
-                                .preferred_during_scheduling_ignored_during_execution
-                                .unwrap_or_default()
-                                .into_iter()
-                                .map(|w| w.pod_affinity_term);
-                            required.into_iter().chain(preferred).collect::<Vec<_>>()
+                            affinity_terms(
+                                a.required_during_scheduling_ignored_during_execution,
+                                a.preferred_during_scheduling_ignored_during_execution,
+                            )
                         })
-                        .unwrap_or_default(),
+                        .into_iter()
+                        .flatten(),
                 );
-            let mut terms = terms;
             terms.any(|t| {
                 t.namespace_selector.is_some() || t.namespaces.is_some_and(|n| !n.is_empty())
             })
@@ -548,5 +552,59 @@ mod tests {
         deadline.spec.as_mut().unwrap().active_deadline_seconds = Some(30);
         assert!(pod_matches_scopes(&deadline, &terminating));
         assert!(!pod_matches_scopes(&burstable, &terminating));
+    }
+
+    #[test]
+    fn cross_namespace_affinity_counts_required_and_preferred_terms_of_both_kinds() {
+        use k8s_openapi::api::core::v1::{
+            Affinity, PodAffinity, PodAffinityTerm, PodAntiAffinity, WeightedPodAffinityTerm,
+        };
+        let mut cross = quota(&[("pods", "10")]);
+        cross.spec.as_mut().unwrap().scopes = Some(vec!["CrossNamespacePodAffinity".into()]);
+        let term = |namespaces: Option<Vec<String>>| PodAffinityTerm {
+            namespaces,
+            topology_key: "zone".into(),
+            ..PodAffinityTerm::default()
+        };
+        let with = |affinity: Affinity| {
+            let mut p = pod("a", None, None, "Running");
+            p.spec.as_mut().unwrap().affinity = Some(affinity);
+            p
+        };
+        let required = with(Affinity {
+            pod_affinity: Some(PodAffinity {
+                required_during_scheduling_ignored_during_execution: Some(vec![term(Some(vec![
+                    "other".into(),
+                ]))]),
+                ..PodAffinity::default()
+            }),
+            ..Affinity::default()
+        });
+        let preferred_anti = with(Affinity {
+            pod_anti_affinity: Some(PodAntiAffinity {
+                preferred_during_scheduling_ignored_during_execution: Some(vec![
+                    WeightedPodAffinityTerm {
+                        weight: 1,
+                        pod_affinity_term: term(Some(vec!["other".into()])),
+                    },
+                ]),
+                ..PodAntiAffinity::default()
+            }),
+            ..Affinity::default()
+        });
+        let same_namespace = with(Affinity {
+            pod_affinity: Some(PodAffinity {
+                required_during_scheduling_ignored_during_execution: Some(vec![term(None)]),
+                ..PodAffinity::default()
+            }),
+            ..Affinity::default()
+        });
+        assert!(pod_matches_scopes(&required, &cross));
+        assert!(pod_matches_scopes(&preferred_anti, &cross));
+        assert!(!pod_matches_scopes(&same_namespace, &cross));
+        assert!(!pod_matches_scopes(
+            &pod("b", None, None, "Running"),
+            &cross
+        ));
     }
 }
