@@ -53,17 +53,42 @@ impl Local {
 
     /// A field of the `stacked` Cluster, by kubectl jsonpath.
     fn cluster_field(&self, jsonpath: &str) -> String {
+        self.named_cluster_field("stacked", jsonpath)
+    }
+
+    /// A field of the Cluster `name` through kubectl's jsonpath, trimmed.
+    fn named_cluster_field(&self, name: &str, jsonpath: &str) -> String {
         let out = self.kubectl(
             &self.state.join("management.kubeconfig"),
             &[
                 "get",
                 "cluster",
-                "stacked",
+                name,
                 "-o",
                 &format!("jsonpath={jsonpath}"),
             ],
         );
         String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Whether the operator replica `replica` (`operator-1`, `operator-2`) took the lease.
+    fn leads(&self, replica: &str) -> bool {
+        std::fs::read_to_string(self.state.join(format!("logs/{replica}.log")))
+            .unwrap_or_default()
+            .contains("successfully acquired lease")
+    }
+
+    /// The leading operator replica and the other one; exactly one must lead.
+    fn operator_replicas(&self) -> (&'static str, &'static str) {
+        let leaders: Vec<&str> = ["operator-1", "operator-2"]
+            .into_iter()
+            .filter(|r| self.leads(r))
+            .collect();
+        assert_eq!(leaders.len(), 1, "exactly one replica leads: {leaders:?}");
+        match leaders[0] {
+            "operator-1" => ("operator-1", "operator-2"),
+            _ => ("operator-2", "operator-1"),
+        }
     }
 
     /// The host of the etcd member the `stacked` Cluster reports as leader.
@@ -236,28 +261,15 @@ fn stacked_cluster_comes_up_serves_kubectl_through_haproxy_and_goes_down_cleanly
         "the invalid Cluster's Valid=False",
         Duration::from_secs(30),
         || {
-            let out = local.kubectl(
-                &management,
-                &[
-                    "get",
-                    "cluster",
-                    "invalid",
-                    "-o",
-                    "jsonpath={.status.conditions[?(@.type==\"Valid\")].status}",
-                ],
-            );
-            String::from_utf8_lossy(&out.stdout) == "False"
+            local.named_cluster_field(
+                "invalid",
+                "{.status.conditions[?(@.type==\"Valid\")].status}",
+            ) == "False"
         },
     );
-    let message = local.ok(
-        &management,
-        &[
-            "get",
-            "cluster",
-            "invalid",
-            "-o",
-            "jsonpath={.status.conditions[?(@.type==\"Valid\")].message}",
-        ],
+    let message = local.named_cluster_field(
+        "invalid",
+        "{.status.conditions[?(@.type==\"Valid\")].message}",
     );
     assert!(
         message.contains("spec.controlPlane.replicas") && message.contains("overlaps"),
@@ -339,32 +351,9 @@ fn the_standby_operator_finishes_the_bring_up_its_leader_was_killed_in() {
     };
     let management = local.state.join("management.kubeconfig");
     eventually("etcd quorum, mid bring-up", Duration::from_secs(90), || {
-        let out = local.kubectl(
-            &management,
-            &[
-                "get",
-                "cluster",
-                "stacked",
-                "-o",
-                "jsonpath={.status.conditions[?(@.type==\"EtcdQuorum\")].status}",
-            ],
-        );
-        String::from_utf8_lossy(&out.stdout) == "True"
+        local.cluster_field("{.status.conditions[?(@.type==\"EtcdQuorum\")].status}") == "True"
     });
-    let leading = |replica: &str| {
-        std::fs::read_to_string(local.state.join(format!("logs/{replica}.log")))
-            .unwrap_or_default()
-            .contains("successfully acquired lease")
-    };
-    let leaders: Vec<&str> = ["operator-1", "operator-2"]
-        .into_iter()
-        .filter(|r| leading(r))
-        .collect();
-    assert_eq!(leaders.len(), 1, "exactly one replica leads: {leaders:?}");
-    let (leader, standby) = match leaders[0] {
-        "operator-1" => ("operator-1", "operator-2"),
-        _ => ("operator-2", "operator-1"),
-    };
+    let (leader, standby) = local.operator_replicas();
     let pid = std::fs::read_to_string(local.state.join(format!("pids/{leader}.pid"))).unwrap();
     assert!(Command::new("kill")
         .args(["-KILL", pid.trim()])
@@ -379,7 +368,7 @@ fn the_standby_operator_finishes_the_bring_up_its_leader_was_killed_in() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(leading(standby), "the standby took the lease");
+    assert!(local.leads(standby), "the standby took the lease");
     let lease = local.ok(
         &management,
         &[
@@ -672,21 +661,7 @@ fn the_standby_operator_finishes_a_replacement_its_leader_was_killed_in() {
         Duration::from_secs(120),
         || local.has_event("MemberRemoved"),
     );
-    let leading = |replica: &str| {
-        std::fs::read_to_string(local.state.join(format!("logs/{replica}.log")))
-            .unwrap_or_default()
-            .contains("successfully acquired lease")
-    };
-    let operator = if leading("operator-1") {
-        "operator-1"
-    } else {
-        "operator-2"
-    };
-    let standby = if operator == "operator-1" {
-        "operator-2"
-    } else {
-        "operator-1"
-    };
+    let (operator, standby) = local.operator_replicas();
     let pid = std::fs::read_to_string(local.state.join(format!("pids/{operator}.pid"))).unwrap();
     assert!(Command::new("kill")
         .args(["-KILL", pid.trim()])
@@ -694,7 +669,7 @@ fn the_standby_operator_finishes_a_replacement_its_leader_was_killed_in() {
         .unwrap()
         .success());
     local.wait_for_replacement(&leader);
-    assert!(leading(standby), "the standby took the lease");
+    assert!(local.leads(standby), "the standby took the lease");
     assert!(local
         .ok(&kubeconfig, &["get", "configmap", "before-crash"])
         .contains("before-crash"));
