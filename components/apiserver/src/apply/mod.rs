@@ -579,8 +579,29 @@ fn merge(live: Option<&Value>, config: &Value, schema: Option<SchemaNode>) -> Va
     }
 }
 
-/// Removes the value at a path; a missing path is left alone.
+/// Removes the value at a path, and each enclosing map the removal leaves empty (as upstream's
+/// structured merge does: a dropped `status.rollout.host` takes an emptied `rollout` with it);
+/// a missing path is left alone.
 fn remove_path(value: &mut Value, path: &[String]) {
+    remove_one(value, path);
+    for end in (1..path.len()).rev() {
+        let parent = &path[..end];
+        if !value_at(value, parent).is_some_and(|v| v.as_object().is_some_and(Map::is_empty)) {
+            break;
+        }
+        remove_one(value, parent);
+    }
+}
+
+fn value_at<'a>(value: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(value, |node, part| match node {
+        Value::Object(map) => map.get(part.strip_prefix("f:")?),
+        Value::Array(items) => items.iter().find(|i| matches_element(i, part)),
+        _ => None,
+    })
+}
+
+fn remove_one(value: &mut Value, path: &[String]) {
     let Some((last, parents)) = path.split_last() else {
         return;
     };

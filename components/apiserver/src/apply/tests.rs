@@ -163,6 +163,33 @@ fn dropped_fields_are_removed_unless_someone_else_owns_them() {
 }
 
 #[test]
+fn a_map_whose_every_field_was_dropped_goes_with_them() {
+    let status = |rollout: Value| {
+        json!({"apiVersion": "v1", "kind": "Thing", "metadata": {"name": "x"},
+               "status": {"phase": "Running", "rollout": rollout}})
+    };
+    let status_writer = Writer {
+        manager: "operator",
+        api_version: "v1",
+        scope: Scope::Status,
+    };
+    let created = apply(None, &status(Value::Null), None, &writer("cli"), false).unwrap();
+    let first = apply(
+        Some(&created),
+        &status(json!({"host": "cp-3", "restartedAt": "2026-11-22T14:39:58Z"})),
+        None,
+        &status_writer,
+        false,
+    )
+    .unwrap();
+    assert_eq!(first["status"]["rollout"]["host"], "cp-3");
+    let mut without = status(Value::Null);
+    without["status"].as_object_mut().unwrap().remove("rollout");
+    let second = apply(Some(&first), &without, None, &status_writer, false).unwrap();
+    assert_eq!(second["status"], json!({"phase": "Running"}));
+}
+
+#[test]
 fn a_repeated_apply_changes_nothing() {
     let first = apply(
         None,
