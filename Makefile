@@ -29,6 +29,7 @@ test: build lint
 bench: deps
 	scripts/bench.sh
 	scripts/bench-bringup.sh
+	scripts/bench-failover.sh
 
 # Regenerates the committed CRDs under config/crd from the operator's API types.
 crds:

@@ -245,6 +245,10 @@ pub struct ClusterStatus {
     /// its data wiped before they may serve the Cluster again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fenced_hosts: Vec<String>,
+    /// The host a change (a new version, renewed certificates, new flags) is rolling through,
+    /// one serving host at a time; absent when every host runs what the spec asks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutStatus>,
     /// When the first of the cluster's certificates expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates_expire: Option<Time>,
@@ -275,6 +279,21 @@ pub struct EtcdHostStatus {
     pub initial_cluster: String,
     /// etcd's `--initial-cluster-state`: `new` for the first members, `existing` for later ones.
     pub initial_cluster_state: String,
+}
+
+/// A change rolling through the Cluster's hosts.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// The host taking the change now: drained from the load balancer, then restarted.
+    pub host: String,
+    /// When its units were restarted with the change; absent while it is being drained.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restarted_at: Option<Time>,
+    /// The spec generation whose rollout halted because the host did not become healthy in
+    /// time; a spec change resumes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted_generation: Option<i64>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -50,8 +50,11 @@ pub struct Placement {
     /// The etcd hosts: the control-plane hosts when stacked.
     pub etcd: Vec<String>,
     pub load_balancer: String,
-    /// Selected hosts beyond the replicas asked for, kept for replacing failed members.
-    pub spares: Vec<String>,
+    /// Hosts the control-plane selection matched beyond its replicas, kept for replacing
+    /// failed control-plane hosts (and, stacked, their etcd members) and for scaling up.
+    pub control_plane_spares: Vec<String>,
+    /// Hosts the etcd selection matched beyond its replicas; stacked, the control-plane spares.
+    pub etcd_spares: Vec<String>,
 }
 
 /// The parsed network settings of a valid spec.
@@ -185,7 +188,7 @@ pub fn validate(
     // roles is an error, a host merely selected by a later role's selector is skipped.
     let mut taken: BTreeMap<String, &str> = BTreeMap::new();
     taken.insert(lb.to_string(), "spec.loadBalancer.host");
-    let mut spares = Vec::new();
+    let mut etcd_spares = Vec::new();
     let etcd_hosts = match (&spec.topology, &spec.etcd.hosts) {
         (Topology::External, Some(selection)) => select_role(
             "spec.etcd.hosts",
@@ -196,7 +199,7 @@ pub fn validate(
                 .unwrap_or(0),
             &known,
             &mut taken,
-            &mut spares,
+            &mut etcd_spares,
             &mut error,
         ),
         (Topology::External, None) => {
@@ -208,6 +211,7 @@ pub fn validate(
         }
         (Topology::Stacked, _) => Vec::new(),
     };
+    let mut control_plane_spares = Vec::new();
     let control_plane = select_role(
         "spec.controlPlane.hosts",
         &spec.control_plane.hosts,
@@ -219,7 +223,7 @@ pub fn validate(
         },
         &known,
         &mut taken,
-        &mut spares,
+        &mut control_plane_spares,
         &mut error,
     );
 
@@ -266,17 +270,18 @@ pub fn validate(
 
     match (network, validity, renew_before) {
         (Some(network), Some(certificate_validity), Some(renew_before)) if errors.is_empty() => {
-            let etcd = if spec.topology == Topology::Stacked {
-                control_plane.clone()
+            let (etcd, etcd_spares) = if spec.topology == Topology::Stacked {
+                (control_plane.clone(), control_plane_spares.clone())
             } else {
-                etcd_hosts
+                (etcd_hosts, etcd_spares)
             };
             Ok(ValidCluster {
                 placement: Placement {
                     control_plane,
                     etcd,
                     load_balancer: lb.to_string(),
-                    spares,
+                    control_plane_spares,
+                    etcd_spares,
                 },
                 network,
                 certificate_validity,

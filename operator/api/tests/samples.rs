@@ -36,7 +36,7 @@ fn versions() -> Vec<String> {
 }
 
 #[test]
-fn the_stacked_sample_is_three_control_plane_hosts_and_a_spare() {
+fn the_stacked_sample_is_three_control_plane_hosts_and_two_spares() {
     let valid = validate(
         &cluster("cluster-stacked.yaml").spec,
         &inventory(),
@@ -45,7 +45,8 @@ fn the_stacked_sample_is_three_control_plane_hosts_and_a_spare() {
     .unwrap();
     assert_eq!(valid.placement.control_plane, ["cp-1", "cp-2", "cp-3"]);
     assert_eq!(valid.placement.etcd, ["cp-1", "cp-2", "cp-3"]);
-    assert_eq!(valid.placement.spares, ["cp-4"]);
+    assert_eq!(valid.placement.control_plane_spares, ["cp-4", "cp-5"]);
+    assert_eq!(valid.placement.etcd_spares, ["cp-4", "cp-5"]);
     assert_eq!(valid.placement.load_balancer, "lb");
 }
 
@@ -59,6 +60,8 @@ fn the_external_sample_has_etcd_hosts_of_its_own() {
     .unwrap();
     assert_eq!(valid.placement.etcd, ["etcd-1", "etcd-2", "etcd-3"]);
     assert_eq!(valid.placement.control_plane, ["cp-1", "cp-2", "cp-3"]);
+    assert_eq!(valid.placement.etcd_spares, ["etcd-4"]);
+    assert_eq!(valid.placement.control_plane_spares, ["cp-4", "cp-5"]);
 }
 
 #[test]

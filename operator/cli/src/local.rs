@@ -232,6 +232,8 @@ pub async fn up(
                 format!("--leader-elect-resource-namespace={OPERATOR_NAMESPACE}"),
                 // Quicker than a real deployment's default, so a crashed host is replaced soon.
                 "--host-failure-threshold=15s".into(),
+                // A restarted API server is ready in seconds here; a broken upgrade halts soon.
+                "--rollout-host-timeout=30s".into(),
             ],
             &[],
         )?;

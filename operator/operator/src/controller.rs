@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
 use hakube_hostd_api::client::{connect_lazy, ClientOptions, ClientTls};
@@ -14,6 +14,7 @@ use hakube_hostd_api::v1::hostd_client::HostdClient;
 use hakube_hostd_api::v1::{self as hostd};
 use hakube_operator_api::cluster::{
     ClusterStatus, ComponentStatus, ControlPlaneHostStatus, EtcdHostStatus, EtcdMemberStatus,
+    RolloutStatus,
 };
 use hakube_operator_api::validation::{validate, InventoryHost, ValidCluster};
 use hakube_operator_api::{Cluster, Host, Topology};
@@ -30,12 +31,14 @@ use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
 use crate::bundles::{self, Bundle};
+use crate::control_plane;
 use crate::members::{self, FailureClock, HostCheck, ListedMember};
 use crate::membership;
 use crate::metrics::Metrics;
 use crate::pki::{self, ClusterPki, PkiInputs, SecretsData};
 use crate::plan::{self, Check, Observed, ObservedHost, Roles, Step};
 use crate::render::{self, DesiredUnit, HostPaths, HostPlan, Program, Readiness};
+use crate::rollout;
 
 pub const FINALIZER: &str = "hakube.io/cluster-cleanup";
 pub const FIELD_MANAGER: &str = "hakube-operator";
@@ -88,6 +91,9 @@ pub struct Context {
     pub metrics: Metrics,
     /// A host whose hostd or etcd member has failed for longer than this is dead.
     pub host_failure_threshold: Duration,
+    /// A host a change rolled through that is not healthy this long after its restart halts
+    /// the rollout.
+    pub rollout_host_timeout: Duration,
     agents: Mutex<BTreeMap<String, HostdClient<Channel>>>,
     /// By Cluster (`<namespace>-<name>`). A new leader starts its clocks afresh, so it waits a
     /// full threshold before it replaces anything.
@@ -102,6 +108,7 @@ impl Context {
         artifact_url: String,
         metrics: Metrics,
         host_failure_threshold: Duration,
+        rollout_host_timeout: Duration,
     ) -> Context {
         Context {
             client,
@@ -115,6 +122,7 @@ impl Context {
             artifact_url,
             metrics,
             host_failure_threshold,
+            rollout_host_timeout,
             agents: Mutex::default(),
             failure_clocks: Mutex::default(),
         }
@@ -168,7 +176,12 @@ async fn reconcile(cluster: Arc<Cluster>, ctx: Arc<Context>) -> Result<Action, E
     let started = Instant::now();
     let namespace = cluster.namespace().ok_or(Error::NoNamespace)?;
     let api: Api<Cluster> = Api::namespaced(ctx.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, cluster, |event| async {
+    // The watch may not have delivered our last status write yet; acting on an older status
+    // would take a recorded step (a fence, a removal) a second time.
+    let Some(cluster) = api.get_opt(&cluster.name_any()).await? else {
+        return Ok(Action::await_change());
+    };
+    let result = finalizer(&api, FINALIZER, Arc::new(cluster), |event| async {
         match event {
             Finalizer::Apply(cluster) => apply(&cluster, &ctx).await,
             Finalizer::Cleanup(cluster) => cleanup(&cluster, &ctx).await,
@@ -222,7 +235,8 @@ async fn resolve(cluster: &Cluster, ctx: &Context) -> Result<Result<Resolved, St
         .control_plane
         .iter()
         .chain(&valid.placement.etcd)
-        .chain(&valid.placement.spares)
+        .chain(&valid.placement.control_plane_spares)
+        .chain(&valid.placement.etcd_spares)
         .chain(std::iter::once(&valid.placement.load_balancer))
         .collect();
     for host in inventory.iter().filter(|h| used.contains(&h.name_any())) {
@@ -251,6 +265,8 @@ async fn resolve(cluster: &Cluster, ctx: &Context) -> Result<Result<Resolved, St
 /// What hostd said about one host.
 struct HostView {
     observed: ObservedHost,
+    /// The spec each of the Cluster's units runs with, by unit name.
+    specs: BTreeMap<String, hostd::UnitSpec>,
     /// Where this Cluster's files live on the host.
     root: Option<String>,
     facts: Option<hostd::Facts>,
@@ -259,6 +275,7 @@ struct HostView {
 async fn observe_host(ctx: &Context, cluster: &Cluster, host: &str, endpoint: &str) -> HostView {
     let unreachable = HostView {
         observed: ObservedHost::default(),
+        specs: BTreeMap::new(),
         root: None,
         facts: None,
     };
@@ -289,6 +306,10 @@ async fn observe_host(ctx: &Context, cluster: &Cluster, host: &str, endpoint: &s
                 .filter_map(|u| Some((u.name.strip_prefix(&prefix)?.to_string(), u.ready)))
                 .collect(),
         },
+        specs: units
+            .iter()
+            .filter_map(|u| Some((u.name.strip_prefix(&prefix)?.to_string(), u.spec.clone()?)))
+            .collect(),
         root: Some(format!(
             "{}/clusters/{}",
             facts.data_dir.trim_end_matches('/'),
@@ -381,7 +402,14 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
     let allowed_etcd = allowed_etcd_hosts(topology, &resolved.valid);
     let allowed_control_plane = match topology {
         Topology::Stacked => allowed_etcd.clone(),
-        Topology::External => resolved.valid.placement.control_plane.clone(),
+        Topology::External => resolved
+            .valid
+            .placement
+            .control_plane
+            .iter()
+            .chain(&resolved.valid.placement.control_plane_spares)
+            .cloned()
+            .collect(),
     };
     // Certificates for every host the Cluster may place a member or an API server on, spares
     // included: a replacement then re-issues nothing and restarts nothing on the other hosts.
@@ -542,7 +570,48 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
     }
 
     let etcd_roles = record_hosts(&etcd_hosts);
-    let roles = Roles {
+    let units_of_control_plane = control_plane_units(&resolved.bundle);
+    let external_control_plane = if topology == Topology::External {
+        let rolling = status.rollout.as_ref().map(|r| r.host.as_str());
+        // A recorded host fails when hostd or its components do not answer (the host a change
+        // rolls through excepted: the rollout has its own timeout); a spare when hostd does not.
+        let recorded_hosts: Vec<String> = status
+            .control_plane
+            .iter()
+            .map(|c| c.host.clone())
+            .collect();
+        let mut failing = BTreeSet::new();
+        let mut dead = BTreeSet::new();
+        let mut clocks = ctx.failure_clocks.lock().await;
+        let clock = clocks.entry(cluster_key(cluster)).or_default();
+        for host in &allowed_control_plane {
+            let view = views.get(host).filter(|v| v.observed.reachable);
+            let healthy = view.is_some_and(|v| {
+                !recorded_hosts.contains(host)
+                    || rolling == Some(host.as_str())
+                    || units_of_control_plane
+                        .iter()
+                        .all(|u| v.observed.units.get(u) == Some(&true))
+            });
+            if let Some(failed_for) = clock.observe(host, healthy, Instant::now()) {
+                failing.insert(host.clone());
+                if recorded && failed_for > ctx.host_failure_threshold {
+                    dead.insert(host.clone());
+                }
+            }
+        }
+        Some(control_plane::hosts(&control_plane::Inputs {
+            recorded: &recorded_hosts,
+            placement: &resolved.valid.placement.control_plane,
+            allowed: &allowed_control_plane,
+            replicas: usize::try_from(cluster.spec.control_plane.replicas).unwrap_or(1),
+            failing: &failing,
+            dead: &dead,
+        }))
+    } else {
+        None
+    };
+    let mut roles = Roles {
         control_plane: match topology {
             // An API server reads its own member: only a voter serves reads.
             Topology::Stacked => etcd_roles
@@ -558,14 +627,127 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
                 })
                 .cloned()
                 .collect(),
-            Topology::External => resolved.valid.placement.control_plane.clone(),
+            Topology::External => external_control_plane.unwrap_or_default(),
         },
         etcd: etcd_roles,
         load_balancer: resolved.valid.placement.load_balancer.clone(),
-        control_plane_units: control_plane_units(&resolved.bundle),
+        control_plane_units: units_of_control_plane,
+        rolling: None,
     };
     let etcd = pick(&roles.etcd);
     let control_plane = pick(&roles.control_plane);
+
+    // What each reachable host should run, rendered once: compared with what it runs, then
+    // ensured where the rollout allows.
+    let mut etcd_plans = BTreeMap::new();
+    for joined in &etcd_hosts {
+        if let Ok(paths) = host_paths(&resolved, &views, &joined.host) {
+            let plan = render::etcd_member(
+                &cluster.spec,
+                &cluster.uid().unwrap_or_default(),
+                &joined.host,
+                &paths,
+                joined,
+                &pki,
+            );
+            etcd_plans.insert(joined.host.clone(), plan);
+        }
+    }
+    let mut control_plane_plans = BTreeMap::new();
+    for host in &roles.control_plane {
+        if let Ok(paths) = host_paths(&resolved, &views, host) {
+            let servers = etcd_servers(&topology, &etcd, &resolved.addresses[host]);
+            let plan = render::control_plane_host(
+                &cluster.spec,
+                &resolved.valid,
+                host,
+                &paths,
+                &servers,
+                &pki,
+                &resolved.bundle.binaries,
+            );
+            control_plane_plans.insert(host.clone(), plan);
+        }
+    }
+    let rollout_hosts: Vec<rollout::Host> = roles
+        .control_plane
+        .iter()
+        .chain(
+            roles
+                .etcd
+                .iter()
+                .filter(|h| !roles.control_plane.contains(h)),
+        )
+        .map(|host| {
+            let plans: Vec<(&HostPlan, Option<&Bundle>)> = [
+                etcd_plans.get(host).map(|p| (p, None)),
+                control_plane_plans
+                    .get(host)
+                    .map(|p| (p, Some(&resolved.bundle))),
+            ]
+            .into_iter()
+            .flatten()
+            .collect();
+            let view = views.get(host).filter(|v| v.observed.reachable);
+            rollout::Host {
+                name: host.clone(),
+                current: view.is_some_and(|v| {
+                    plans
+                        .iter()
+                        .all(|(plan, bundle)| host_runs(cluster, v, plan, *bundle))
+                }),
+                serving: view.is_some_and(|v| {
+                    plans.iter().all(|(plan, _)| {
+                        plan.units
+                            .iter()
+                            .all(|u| v.observed.units.get(&u.name) == Some(&true))
+                    })
+                }),
+                behind_load_balancer: roles.control_plane.contains(host),
+            }
+        })
+        .collect();
+    let mut rolled = rollout::plan(
+        &rollout_hosts,
+        status.rollout.as_ref().map(rollout_record).as_ref(),
+        generation.unwrap_or_default(),
+        SystemTime::now(),
+        ctx.rollout_host_timeout,
+    );
+    let balanced: BTreeMap<String, IpAddr> = control_plane
+        .iter()
+        .filter(|(host, _)| rolled.drained.as_ref() != Some(*host))
+        .map(|(host, ip)| (host.clone(), *ip))
+        .collect();
+    let lb_host = &roles.load_balancer;
+    let lb_plan = host_paths(&resolved, &views, lb_host)
+        .ok()
+        .map(|paths| render::load_balancer(&cluster.spec, &paths, &balanced));
+    if let Some(host) = rolled.restart_when_drained.clone() {
+        // HAProxy reloaded without the host in an earlier reconcile: no new request reaches it.
+        let drained = rolled.drained.is_none()
+            || views
+                .get(lb_host)
+                .zip(lb_plan.as_ref())
+                .is_some_and(|(view, plan)| {
+                    view.observed.reachable && host_runs(cluster, view, plan, None)
+                });
+        if drained && !cluster.spec.paused {
+            rolled.held.remove(&host);
+            if let Some(record) = rolled.record.as_mut() {
+                record.restarted_at = Some(SystemTime::now());
+            }
+            publish(
+                ctx,
+                cluster,
+                EventType::Normal,
+                "RollingHost",
+                &format!("restarting {host} with the Cluster's change"),
+            )
+            .await;
+        }
+    }
+    roles.rolling = rolled.rolling().map(str::to_string);
     let members: Vec<EtcdMemberStatus> = roles
         .etcd
         .iter()
@@ -601,58 +783,69 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         for step in &planned.steps {
             match step {
                 Step::EnsureEtcd => {
-                    for joined in &etcd_hosts {
-                        let host = &joined.host;
-                        let plan = render::etcd_member(
-                            &cluster.spec,
-                            &cluster.uid().unwrap_or_default(),
-                            host,
-                            &host_paths(&resolved, &views, host)?,
-                            joined,
-                            &pki,
-                        );
-                        ensure_host(ctx, cluster, &resolved, &views, host, &plan, None).await?;
+                    for (host, plan) in &etcd_plans {
+                        if !rolled.held.contains(host) {
+                            ensure_host(ctx, cluster, &resolved, &views, host, plan, None).await?;
+                        }
                     }
                 }
                 Step::EnsureControlPlane => {
                     // Host by host, each fetching the bundle, would add up; they go together.
-                    let mut plans = Vec::new();
-                    for host in &roles.control_plane {
-                        let servers = etcd_servers(&topology, &etcd, &resolved.addresses[host]);
-                        let plan = render::control_plane_host(
-                            &cluster.spec,
-                            &resolved.valid,
-                            host,
-                            &host_paths(&resolved, &views, host)?,
-                            &servers,
-                            &pki,
-                            &resolved.bundle.binaries,
-                        );
-                        plans.push((host, plan));
-                    }
-                    futures::future::try_join_all(plans.iter().map(|(host, plan)| {
-                        ensure_host(
-                            ctx,
-                            cluster,
-                            &resolved,
-                            &views,
-                            host,
-                            plan,
-                            Some(&resolved.bundle),
-                        )
-                    }))
+                    futures::future::try_join_all(
+                        control_plane_plans
+                            .iter()
+                            .filter(|(host, _)| !rolled.held.contains(*host))
+                            .map(|(host, plan)| {
+                                ensure_host(
+                                    ctx,
+                                    cluster,
+                                    &resolved,
+                                    &views,
+                                    host,
+                                    plan,
+                                    Some(&resolved.bundle),
+                                )
+                            }),
+                    )
                     .await?;
                 }
                 Step::EnsureLoadBalancer => {
-                    let host = &roles.load_balancer;
-                    let plan = render::load_balancer(
-                        &cluster.spec,
-                        &host_paths(&resolved, &views, host)?,
-                        &control_plane,
-                    );
-                    ensure_host(ctx, cluster, &resolved, &views, host, &plan, None).await?;
+                    if let Some(plan) = &lb_plan {
+                        ensure_host(ctx, cluster, &resolved, &views, lb_host, plan, None).await?;
+                    }
                 }
                 Step::WaitForHosts(_) | Step::Done => {}
+            }
+        }
+        // A host the External control plane gave up (replaced or scaled away) stops serving
+        // it once it answers; it holds no state, so nothing else needs wiping.
+        if topology == Topology::External {
+            for host in allowed_control_plane
+                .iter()
+                .filter(|h| !roles.control_plane.contains(h))
+            {
+                let Some(view) = views.get(host).filter(|v| v.observed.reachable) else {
+                    continue;
+                };
+                let running: Vec<&String> = roles
+                    .control_plane_units
+                    .iter()
+                    .filter(|u| view.observed.units.contains_key(*u))
+                    .collect();
+                if running.is_empty() {
+                    continue;
+                }
+                remove_units(ctx, cluster, &resolved, host, &running).await?;
+                publish(
+                    ctx,
+                    cluster,
+                    EventType::Normal,
+                    "ControlPlaneRemoved",
+                    &format!(
+                        "stopped the control plane on {host}, which no longer serves the Cluster"
+                    ),
+                )
+                .await;
             }
         }
     }
@@ -718,15 +911,10 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
             &waiting,
             generation,
         );
-        set_condition(
+        set_progressing(
             &mut status,
-            "Progressing",
-            !cluster.spec.paused,
-            if cluster.spec.paused {
-                "Paused"
-            } else {
-                "BringingUp"
-            },
+            cluster.spec.paused,
+            "BringingUp",
             &waiting,
             generation,
         );
@@ -759,6 +947,47 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
             generation,
         );
     }
+    if let Some(halt) = &rolled.halted {
+        let already = condition_is(&status, "Progressing", "False", &halt.message);
+        set_condition(
+            &mut status,
+            "Progressing",
+            false,
+            "RolloutHalted",
+            &halt.message,
+            generation,
+        );
+        set_condition(
+            &mut status,
+            "Degraded",
+            true,
+            "RolloutHalted",
+            &halt.message,
+            generation,
+        );
+        if !already {
+            publish(
+                ctx,
+                cluster,
+                EventType::Warning,
+                "RolloutHalted",
+                &halt.message,
+            )
+            .await;
+        }
+    } else if let Some(host) = rolled.rolling() {
+        set_progressing(
+            &mut status,
+            cluster.spec.paused,
+            "RollingUpdate",
+            &format!(
+                "rolling the Cluster's change through {host}; {} more host(s) wait their turn",
+                rolled.held.iter().filter(|h| *h != host).count()
+            ),
+            generation,
+        );
+    }
+    status.rollout = rolled.record.as_ref().map(rollout_status);
     let membership_degraded = membership_plan
         .as_ref()
         .and_then(|p| p.summary.degraded.as_ref());
@@ -776,15 +1005,10 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         .as_ref()
         .and_then(|p| replacement_progress(&p.step))
     {
-        set_condition(
+        set_progressing(
             &mut status,
-            "Progressing",
-            !cluster.spec.paused,
-            if cluster.spec.paused {
-                "Paused"
-            } else {
-                "ReplacingMember"
-            },
+            cluster.spec.paused,
+            "ReplacingMember",
             &replacing,
             generation,
         );
@@ -801,7 +1025,11 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
     }
     status.phase = Some(
         if planned.available {
-            if unhealthy_members > 0 || !unreachable.is_empty() || membership_degraded.is_some() {
+            if unhealthy_members > 0
+                || !unreachable.is_empty()
+                || membership_degraded.is_some()
+                || rolled.halted.is_some()
+            {
                 "Degraded"
             } else {
                 "Running"
@@ -827,7 +1055,12 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
                 .iter()
                 .map(|unit| ComponentStatus {
                     name: unit.clone(),
-                    version: Some(cluster.spec.version.clone()),
+                    // The bundle it runs from, which a rollout changes host by host.
+                    version: views
+                        .get(host)
+                        .and_then(|v| v.specs.get(unit))
+                        .map(|spec| spec.bundle_version.clone())
+                        .filter(|v| !v.is_empty()),
                     ready: observed
                         .hosts
                         .get(host)
@@ -843,7 +1076,8 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
     ctx.metrics.conditions(cluster, &status);
     let settled = membership_plan
         .as_ref()
-        .is_none_or(|p| p.step == membership::Step::Done);
+        .is_none_or(|p| p.step == membership::Step::Done)
+        && (rolled.record.is_none() || rolled.halted.is_some());
     // A cluster coming up or a failing host is watched closely: each stage of a bring-up
     // waits on the one before, and a failure threshold runs out between reconciles.
     Ok(Action::requeue(if planned.available && settled {
@@ -854,18 +1088,23 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
 }
 
 /// The hosts the Cluster may hold etcd members on, most preferred first: stacked, the selected
-/// control-plane hosts and their spares; external, the etcd hosts.
+/// control-plane hosts and their spares; external, the selected etcd hosts and their spares.
 fn allowed_etcd_hosts(topology: Topology, valid: &ValidCluster) -> Vec<String> {
     match topology {
         Topology::Stacked => valid
             .placement
             .control_plane
             .iter()
-            .chain(&valid.placement.spares)
+            .chain(&valid.placement.control_plane_spares)
             .cloned()
             .collect(),
-        // The spares of both roles share one list: the External topology replaces nothing yet.
-        Topology::External => valid.placement.etcd.clone(),
+        Topology::External => valid
+            .placement
+            .etcd
+            .iter()
+            .chain(&valid.placement.etcd_spares)
+            .cloned()
+            .collect(),
     }
 }
 
@@ -1081,27 +1320,45 @@ impl MembershipChange<'_> {
                 host: host.to_string(),
                 message: "not reachable".into(),
             })?;
-        let hostd_error = |e: tonic::Status| Error::Hostd {
-            host: host.to_string(),
-            message: e.message().to_string(),
-        };
+        let units: Vec<&String> = view.iter().flat_map(|v| v.observed.units.keys()).collect();
+        remove_units(self.ctx, self.cluster, self.resolved, host, &units).await?;
         let mut agent = self.ctx.agent(host, &self.resolved.endpoints[host]).await?;
-        for unit in view.iter().flat_map(|v| v.observed.units.keys()) {
-            agent
-                .remove_unit(hostd::RemoveUnitRequest {
-                    name: format!("{}{unit}", unit_prefix(self.cluster)),
-                })
-                .await
-                .map_err(hostd_error)?;
-        }
         agent
             .remove_path(hostd::RemovePathRequest {
                 path: format!("{root}/etcd"),
             })
             .await
-            .map_err(hostd_error)?;
+            .map_err(hostd_error(host))?;
         Ok(())
     }
+}
+
+/// Turns hostd's answer into an error naming the host.
+fn hostd_error(host: &str) -> impl Fn(tonic::Status) -> Error + Copy + '_ {
+    move |e| Error::Hostd {
+        host: host.to_string(),
+        message: e.message().to_string(),
+    }
+}
+
+/// Stops and removes the Cluster's `units` on `host`.
+async fn remove_units(
+    ctx: &Context,
+    cluster: &Cluster,
+    resolved: &Resolved,
+    host: &str,
+    units: &[&String],
+) -> Result<(), Error> {
+    let mut agent = ctx.agent(host, &resolved.endpoints[host]).await?;
+    for unit in units {
+        agent
+            .remove_unit(hostd::RemoveUnitRequest {
+                name: format!("{}{unit}", unit_prefix(cluster)),
+            })
+            .await
+            .map_err(hostd_error(host))?;
+    }
+    Ok(())
 }
 
 fn control_plane_units(bundle: &Bundle) -> Vec<String> {
@@ -1170,10 +1427,7 @@ async fn ensure_host(
     bundle: Option<&Bundle>,
 ) -> Result<(), Error> {
     let paths = host_paths(resolved, views, host)?;
-    let hostd_error = |e: tonic::Status| Error::Hostd {
-        host: host.to_string(),
-        message: e.message().to_string(),
-    };
+    let hostd_error = hostd_error(host);
     let mut agent = ctx.agent(host, &resolved.endpoints[host]).await?;
     if let Some(bundle) = bundle {
         agent
@@ -1229,6 +1483,51 @@ async fn ensure_host(
         }
     }
     Ok(())
+}
+
+/// Whether every unit of `plan` runs on the host with the spec [`ensure_host`] would give it.
+fn host_runs(cluster: &Cluster, view: &HostView, plan: &HostPlan, bundle: Option<&Bundle>) -> bool {
+    let Some(root) = &view.root else {
+        return false;
+    };
+    plan.units.iter().all(|unit| {
+        let desired = unit_spec(cluster, unit, root, bundle, plan.inputs_digest(unit, root));
+        view.specs
+            .get(&unit.name)
+            .is_some_and(|running| runs_as(running, &desired))
+    })
+}
+
+/// hostd fills in what the operator leaves out (defaults, `PATH`); what the operator sets must
+/// be what runs.
+fn runs_as(running: &hostd::UnitSpec, desired: &hostd::UnitSpec) -> bool {
+    running.command == desired.command
+        && running.args == desired.args
+        && running.bundle_version == desired.bundle_version
+        && running.reload_digest == desired.reload_digest
+        && desired
+            .env
+            .iter()
+            .all(|(name, value)| running.env.get(name) == Some(value))
+}
+
+fn rollout_record(status: &RolloutStatus) -> rollout::Record {
+    rollout::Record {
+        host: status.host.clone(),
+        restarted_at: status.restarted_at.as_ref().map(|t| SystemTime::from(t.0)),
+        halted_generation: status.halted_generation,
+    }
+}
+
+fn rollout_status(record: &rollout::Record) -> RolloutStatus {
+    RolloutStatus {
+        host: record.host.clone(),
+        restarted_at: record
+            .restarted_at
+            .and_then(|t| k8s_openapi::jiff::Timestamp::try_from(t).ok())
+            .map(Time),
+        halted_generation: record.halted_generation,
+    }
 }
 
 /// Carries [`HostPlan::inputs_digest`] in the spec of a unit that restarts for new files.
@@ -1377,10 +1676,7 @@ async fn cleanup(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
             continue;
         };
         let mut agent = ctx.agent(host, endpoint).await?;
-        let hostd_error = |e: tonic::Status| Error::Hostd {
-            host: host.clone(),
-            message: e.message().to_string(),
-        };
+        let hostd_error = hostd_error(host);
         for unit in view.observed.units.keys() {
             agent
                 .remove_unit(hostd::RemoveUnitRequest {
@@ -1466,6 +1762,19 @@ fn condition_from(status: &mut ClusterStatus, type_: &str, check: &Check, genera
 }
 
 /// Sets a condition, keeping its `lastTransitionTime` unless its status changes.
+/// `Progressing` for work under way: `True` with `reason`, or `False` with `Paused` while the
+/// Cluster is paused.
+fn set_progressing(
+    status: &mut ClusterStatus,
+    paused: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+) {
+    let reason = if paused { "Paused" } else { reason };
+    set_condition(status, "Progressing", !paused, reason, message, generation);
+}
+
 pub fn set_condition(
     status: &mut ClusterStatus,
     type_: &str,

@@ -5,6 +5,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bundles;
+pub mod control_plane;
 pub mod controller;
 pub mod hostsvc;
 pub mod members;
@@ -13,6 +14,7 @@ pub mod metrics;
 pub mod pki;
 pub mod plan;
 pub mod render;
+pub mod rollout;
 pub mod secrets;
 
 use std::net::IpAddr;
@@ -50,6 +52,11 @@ pub struct Options {
     /// health checks for longer than this is dead, and its member is replaced from a spare.
     #[arg(long, default_value = "40s", value_parser = hakube_operator_api::validation::parse_duration)]
     pub host_failure_threshold: std::time::Duration,
+    /// A host a change (a new version, renewed certificates, new flags) rolls through that is
+    /// not healthy this long after its restart halts the rollout; the other hosts keep what
+    /// they run.
+    #[arg(long, default_value = "5m", value_parser = hakube_operator_api::validation::parse_duration)]
+    pub rollout_host_timeout: std::time::Duration,
     /// Replicas elect one leader through a Lease (`hakube-operator` unless named); only it
     /// reconciles. Every replica serves the host endpoint.
     #[command(flatten)]
@@ -127,6 +134,7 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         artifact_url,
         metrics.clone(),
         options.host_failure_threshold,
+        options.rollout_host_timeout,
     ));
     tracing::info!("hakube-operator running");
     let election = &options.leader_election;

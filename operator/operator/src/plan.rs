@@ -31,6 +31,9 @@ pub struct Roles {
     pub load_balancer: String,
     /// The units every control-plane host must run (the bundle's components).
     pub control_plane_units: Vec<String>,
+    /// The host a change is rolling through: drained from the load balancer while it
+    /// restarts, so its readiness does not count against the control plane's.
+    pub rolling: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,6 +130,7 @@ pub fn plan(roles: &Roles, observed: &Observed) -> Plan {
     let not_ready: Vec<String> = roles
         .control_plane
         .iter()
+        .filter(|host| roles.rolling.as_ref() != Some(*host))
         .flat_map(|host| {
             roles.control_plane_units.iter().filter_map(move |unit| {
                 let ready = observed

@@ -202,6 +202,10 @@ pub fn service_account_key_pair() -> Result<(String, String), PkiError> {
     ))
 }
 
+/// How much longer than its validity a leaf may last before it counts as issued under a longer
+/// validity: issuing takes a moment and clocks differ.
+const VALIDITY_SLACK: Duration = Duration::from_secs(60);
+
 impl Authority {
     /// Whether `cert_pem` can stay in service: signed by this authority, carrying every name
     /// `request` asks for, and valid for longer than `renew_before`.
@@ -220,10 +224,12 @@ impl Authority {
         if !cert.verify(&ca_key).unwrap_or(false) {
             return false;
         }
+        // Within renewBefore of its end, or lasting longer than the validity asked for now
+        // (a shortened validity applies to leaves issued before it).
         let fresh = not_after(cert_pem)
             .ok()
             .and_then(|end| end.duration_since(SystemTime::now()).ok())
-            .is_some_and(|left| left > renew_before);
+            .is_some_and(|left| left > renew_before && left <= request.validity + VALIDITY_SLACK);
         let names = cert.subject_alt_names();
         let has_dns = |want: &str| names.iter().flatten().any(|n| n.dnsname() == Some(want));
         let has_ip = |want: &IpAddr| {

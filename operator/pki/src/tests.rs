@@ -167,7 +167,7 @@ fn kubeconfigs_embed_the_ca_and_the_client_certificate() {
 }
 
 #[test]
-fn certificates_fit_until_names_change_expiry_nears_or_the_ca_changes() {
+fn certificates_fit_until_names_change_expiry_nears_the_ca_changes_or_validity_shrinks() {
     let ca = Authority::generate("hakube-ca", 10 * DAY).unwrap();
     let mut request = LeafRequest::new("kube-apiserver", Usage::Server, 5 * DAY);
     request.ip_addresses = vec!["10.77.0.11".parse().unwrap()];
@@ -187,4 +187,10 @@ fn certificates_fit_until_names_change_expiry_nears_or_the_ca_changes() {
         "another CA"
     );
     assert!(!ca.still_fits("garbage", &request, DAY));
+    let mut shorter = request.clone();
+    shorter.validity = DAY;
+    assert!(
+        !ca.still_fits(&leaf.cert_pem, &shorter, DAY / 2),
+        "a validity shortened since"
+    );
 }

@@ -90,7 +90,7 @@ fn a_stacked_cluster_places_etcd_on_its_control_plane_and_keeps_spares() {
     assert_eq!(valid.placement.control_plane, ["cp-1", "cp-2", "cp-3"]);
     assert_eq!(valid.placement.etcd, valid.placement.control_plane);
     assert_eq!(valid.placement.load_balancer, "lb");
-    assert_eq!(valid.placement.spares, ["cp-4"]);
+    assert_eq!(valid.placement.control_plane_spares, ["cp-4"]);
     assert_eq!(valid.network.api_service_ip.to_string(), "10.96.0.1");
     assert_eq!(valid.network.dns_service_ip.to_string(), "10.96.0.10");
     assert_eq!(valid.certificate_validity, Duration::from_secs(8760 * 3600));
@@ -178,7 +178,7 @@ fn selectors_skip_taken_hosts_and_must_find_enough() {
     let valid = validate(&spec, &inventory(), &versions()).unwrap();
     // The load balancer matches the selector but is taken.
     assert_eq!(valid.placement.control_plane, ["cp-1", "cp-2", "cp-3"]);
-    assert_eq!(valid.placement.spares, ["cp-4"]);
+    assert_eq!(valid.placement.control_plane_spares, ["cp-4"]);
 
     let mut spec = stacked();
     spec.control_plane.hosts.names = vec!["cp-1".into()];

@@ -6,6 +6,7 @@ fn roles() -> Roles {
         control_plane: vec!["cp-1".into(), "cp-2".into(), "cp-3".into()],
         load_balancer: "lb".into(),
         control_plane_units: vec!["kube-apiserver".into(), "kube-scheduler".into()],
+        rolling: None,
     }
 }
 
@@ -45,6 +46,12 @@ fn control_plane_up(observed: &mut Observed) {
     }
 }
 
+fn unit_not_ready(observed: &mut Observed, host: &str, unit: &str) {
+    if let Some(host) = observed.hosts.get_mut(host) {
+        host.units.insert(unit.into(), false);
+    }
+}
+
 #[test]
 fn a_fresh_cluster_starts_with_etcd_only() {
     let p = plan(&roles(), &fresh());
@@ -72,12 +79,7 @@ fn the_load_balancer_follows_a_ready_control_plane() {
     let mut observed = fresh();
     healthy(&mut observed, &["cp-1", "cp-2", "cp-3"]);
     control_plane_up(&mut observed);
-    observed
-        .hosts
-        .get_mut("cp-2")
-        .unwrap()
-        .units
-        .insert("kube-scheduler".into(), false);
+    unit_not_ready(&mut observed, "cp-2", "kube-scheduler");
     let p = plan(&roles(), &observed);
     assert!(!p.steps.contains(&Step::EnsureLoadBalancer));
     assert_eq!(
@@ -95,6 +97,23 @@ fn the_load_balancer_follows_a_ready_control_plane() {
         ]
     );
     assert_eq!(p.load_balancer_ready.reason, "HAProxyNotReady");
+}
+
+#[test]
+fn the_host_a_change_rolls_through_does_not_count_against_the_control_plane() {
+    let mut observed = fresh();
+    healthy(&mut observed, &["cp-1", "cp-2", "cp-3"]);
+    control_plane_up(&mut observed);
+    unit_not_ready(&mut observed, "cp-2", "kube-apiserver");
+    let rolling = Roles {
+        rolling: Some("cp-2".into()),
+        ..roles()
+    };
+    let p = plan(&rolling, &observed);
+    assert!(p.control_plane_ready.ok);
+    assert!(p.steps.contains(&Step::EnsureLoadBalancer));
+    let p = plan(&roles(), &observed);
+    assert!(!p.control_plane_ready.ok);
 }
 
 #[test]
