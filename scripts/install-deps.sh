@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing hakube needs on Debian 12, skipping what is present.
 set -euo pipefail
-packages=(protobuf-compiler libssl-dev pkg-config etcd-server etcd-client haproxy iproute2 curl openssl ca-certificates python3)
+packages=(protobuf-compiler libssl-dev pkg-config etcd-server etcd-client haproxy keepalived iproute2 curl openssl ca-certificates python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

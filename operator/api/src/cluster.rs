@@ -109,8 +109,16 @@ pub enum AutoCompactionMode {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LoadBalancerSpec {
-    /// The host HAProxy runs on.
+    /// The host HAProxy runs on; the endpoint is its address. Give this or `hosts`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub host: String,
+    /// One or two hosts running HAProxy. With two, keepalived runs VRRP between them and the
+    /// endpoint is `virtualIP`, which moves to the other host when the active one dies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hosts: Vec<String>,
+    /// The address that moves between two load-balancer hosts; required with two.
+    #[serde(default, rename = "virtualIP", skip_serializing_if = "Option::is_none")]
+    pub virtual_ip: Option<String>,
     /// The port clients reach the API on.
     #[serde(default = "default_api_port")]
     pub port: i32,

@@ -49,7 +49,10 @@ pub struct Placement {
     pub control_plane: Vec<String>,
     /// The etcd hosts: the control-plane hosts when stacked.
     pub etcd: Vec<String>,
-    pub load_balancer: String,
+    /// One host, or two with a virtual IP between them.
+    pub load_balancers: Vec<String>,
+    /// The endpoint's address with two load-balancer hosts.
+    pub virtual_ip: Option<IpAddr>,
     /// Hosts the control-plane selection matched beyond its replicas, kept for replacing
     /// failed control-plane hosts (and, stacked, their etcd members) and for scaling up.
     pub control_plane_spares: Vec<String>,
@@ -167,13 +170,73 @@ pub fn validate(
 
     let known: BTreeMap<&str, &InventoryHost> =
         inventory.iter().map(|h| (h.name.as_str(), h)).collect();
-    let lb = spec.load_balancer.host.as_str();
-    if !known.contains_key(lb) {
-        error(
-            "spec.loadBalancer.host",
-            format!("Not found: Host {lb:?} is not in the inventory"),
-        );
+    let lb_spec = &spec.load_balancer;
+    let (lb_field, load_balancers): (&str, Vec<String>) =
+        match (lb_spec.host.is_empty(), &lb_spec.hosts[..]) {
+            (false, []) => ("spec.loadBalancer.host", vec![lb_spec.host.clone()]),
+            (true, hosts @ ([_] | [_, _])) => ("spec.loadBalancer.hosts", hosts.to_vec()),
+            (true, []) => {
+                error(
+                    "spec.loadBalancer.host",
+                    "Required value: give host, or hosts".into(),
+                );
+                ("spec.loadBalancer.host", Vec::new())
+            }
+            (true, hosts) => {
+                error(
+                    "spec.loadBalancer.hosts",
+                    format!(
+                        "Invalid value: {} hosts: one or two (with a virtual IP)",
+                        hosts.len()
+                    ),
+                );
+                ("spec.loadBalancer.hosts", Vec::new())
+            }
+            (false, _) => {
+                error(
+                    "spec.loadBalancer.hosts",
+                    "Forbidden: give host or hosts, not both".into(),
+                );
+                ("spec.loadBalancer.hosts", Vec::new())
+            }
+        };
+    for (i, lb) in load_balancers.iter().enumerate() {
+        if !known.contains_key(lb.as_str()) {
+            error(
+                lb_field,
+                format!("Not found: Host {lb:?} is not in the inventory"),
+            );
+        } else if load_balancers[..i].contains(lb) {
+            error(lb_field, format!("Duplicate value: {lb:?}"));
+        }
     }
+    let virtual_ip = match (&lb_spec.virtual_ip, load_balancers.len()) {
+        (Some(vip), 2) => match vip.parse::<IpAddr>() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                error(
+                    "spec.loadBalancer.virtualIP",
+                    format!("Invalid value: {vip:?}: must be an IP address"),
+                );
+                None
+            }
+        },
+        (None, 2) => {
+            error(
+                "spec.loadBalancer.virtualIP",
+                "Required value: two load-balancer hosts share a virtual IP".into(),
+            );
+            None
+        }
+        (Some(_), 1) => {
+            error(
+                "spec.loadBalancer.virtualIP",
+                "Forbidden: a virtual IP needs two load-balancer hosts".into(),
+            );
+            None
+        }
+        _ => None,
+    };
     if !(1..=65535).contains(&spec.load_balancer.port) {
         error(
             "spec.loadBalancer.port",
@@ -187,7 +250,9 @@ pub fn validate(
     // Roles claim hosts in order (load balancer, etcd, control plane); a host named for two
     // roles is an error, a host merely selected by a later role's selector is skipped.
     let mut taken: BTreeMap<String, &str> = BTreeMap::new();
-    taken.insert(lb.to_string(), "spec.loadBalancer.host");
+    for lb in &load_balancers {
+        taken.insert(lb.clone(), lb_field);
+    }
     let mut etcd_spares = Vec::new();
     let etcd_hosts = match (&spec.topology, &spec.etcd.hosts) {
         (Topology::External, Some(selection)) => select_role(
@@ -279,7 +344,8 @@ pub fn validate(
                 placement: Placement {
                     control_plane,
                     etcd,
-                    load_balancer: lb.to_string(),
+                    load_balancers,
+                    virtual_ip,
                     control_plane_spares,
                     etcd_spares,
                 },

@@ -47,7 +47,7 @@ fn the_stacked_sample_is_three_control_plane_hosts_and_two_spares() {
     assert_eq!(valid.placement.etcd, ["cp-1", "cp-2", "cp-3"]);
     assert_eq!(valid.placement.control_plane_spares, ["cp-4", "cp-5"]);
     assert_eq!(valid.placement.etcd_spares, ["cp-4", "cp-5"]);
-    assert_eq!(valid.placement.load_balancer, "lb");
+    assert_eq!(valid.placement.load_balancers, ["lb"]);
 }
 
 #[test]
@@ -62,6 +62,21 @@ fn the_external_sample_has_etcd_hosts_of_its_own() {
     assert_eq!(valid.placement.control_plane, ["cp-1", "cp-2", "cp-3"]);
     assert_eq!(valid.placement.etcd_spares, ["etcd-4"]);
     assert_eq!(valid.placement.control_plane_spares, ["cp-4", "cp-5"]);
+}
+
+#[test]
+fn the_two_load_balancer_sample_shares_a_virtual_ip() {
+    let valid = validate(
+        &cluster("cluster-two-load-balancers.yaml").spec,
+        &inventory(),
+        &versions(),
+    )
+    .unwrap();
+    assert_eq!(valid.placement.load_balancers, ["lb", "lb-2"]);
+    assert_eq!(
+        valid.placement.virtual_ip,
+        Some("10.77.0.100".parse().unwrap())
+    );
 }
 
 #[test]

@@ -62,6 +62,8 @@ pub enum Error {
     NoNamespace,
     #[error("etcd membership: {0}")]
     Etcd(String),
+    #[error("the load balancer's host has no address")]
+    NoLoadBalancer,
 }
 
 impl Error {
@@ -75,6 +77,7 @@ impl Error {
             Error::Finalizer(_) => "finalizer",
             Error::NoNamespace => "no_namespace",
             Error::Etcd(_) => "etcd",
+            Error::NoLoadBalancer => "no_load_balancer",
         }
     }
 }
@@ -237,7 +240,7 @@ async fn resolve(cluster: &Cluster, ctx: &Context) -> Result<Result<Resolved, St
         .chain(&valid.placement.etcd)
         .chain(&valid.placement.control_plane_spares)
         .chain(&valid.placement.etcd_spares)
-        .chain(std::iter::once(&valid.placement.load_balancer))
+        .chain(&valid.placement.load_balancers)
         .collect();
     for host in inventory.iter().filter(|h| used.contains(&h.name_any())) {
         match host.spec.address.parse::<IpAddr>() {
@@ -383,7 +386,17 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         "the spec is valid",
         generation,
     );
-    let lb_ip = resolved.addresses[&resolved.valid.placement.load_balancer];
+    // The endpoint: the virtual IP two load-balancer hosts share, or the one host's address.
+    let lb_ip = match resolved.valid.placement.virtual_ip {
+        Some(vip) => vip,
+        None => {
+            let first = resolved.valid.placement.load_balancers.first();
+            match first.and_then(|host| resolved.addresses.get(host)) {
+                Some(ip) => *ip,
+                None => return Err(Error::NoLoadBalancer),
+            }
+        }
+    };
     let endpoint = format!(
         "https://{}:{}",
         render::url_host(lb_ip),
@@ -630,7 +643,7 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
             Topology::External => external_control_plane.unwrap_or_default(),
         },
         etcd: etcd_roles,
-        load_balancer: resolved.valid.placement.load_balancer.clone(),
+        load_balancers: resolved.valid.placement.load_balancers.clone(),
         control_plane_units: units_of_control_plane,
         rolling: None,
     };
@@ -719,19 +732,26 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         .filter(|(host, _)| rolled.drained.as_ref() != Some(*host))
         .map(|(host, ip)| (host.clone(), *ip))
         .collect();
-    let lb_host = &roles.load_balancer;
-    let lb_plan = host_paths(&resolved, &views, lb_host)
-        .ok()
-        .map(|paths| render::load_balancer(&cluster.spec, &paths, &balanced));
+    let lb_plans: BTreeMap<String, HostPlan> = roles
+        .load_balancers
+        .iter()
+        .filter_map(|host| {
+            let paths = host_paths(&resolved, &views, host).ok()?;
+            let vrrp = load_balancer_vrrp(cluster, &resolved, &views, host);
+            let plan = render::load_balancer(&cluster.spec, &paths, &balanced, vrrp.as_ref());
+            Some((host.clone(), plan))
+        })
+        .collect();
     if let Some(host) = rolled.restart_when_drained.clone() {
-        // HAProxy reloaded without the host in an earlier reconcile: no new request reaches it.
+        // HAProxy reloaded without the host in an earlier reconcile, on every load-balancer
+        // host that answers: no new request reaches it.
         let drained = rolled.drained.is_none()
-            || views
-                .get(lb_host)
-                .zip(lb_plan.as_ref())
-                .is_some_and(|(view, plan)| {
-                    view.observed.reachable && host_runs(cluster, view, plan, None)
-                });
+            || (!lb_plans.is_empty()
+                && lb_plans.iter().all(|(lb, plan)| {
+                    views
+                        .get(lb)
+                        .is_some_and(|view| host_runs(cluster, view, plan, None))
+                }));
         if drained && !cluster.spec.paused {
             rolled.held.remove(&host);
             if let Some(record) = rolled.record.as_mut() {
@@ -810,8 +830,8 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
                     .await?;
                 }
                 Step::EnsureLoadBalancer => {
-                    if let Some(plan) = &lb_plan {
-                        ensure_host(ctx, cluster, &resolved, &views, lb_host, plan, None).await?;
+                    for (host, plan) in &lb_plans {
+                        ensure_host(ctx, cluster, &resolved, &views, host, plan, None).await?;
                     }
                 }
                 Step::WaitForHosts(_) | Step::Done => {}
@@ -1106,6 +1126,46 @@ fn allowed_etcd_hosts(topology: Topology, valid: &ValidCluster) -> Vec<String> {
             .cloned()
             .collect(),
     }
+}
+
+/// keepalived's settings on load-balancer `host` when two share a virtual IP: the first host
+/// named takes the address first.
+fn load_balancer_vrrp(
+    cluster: &Cluster,
+    resolved: &Resolved,
+    views: &BTreeMap<String, HostView>,
+    host: &str,
+) -> Option<render::Vrrp> {
+    use sha2::{Digest, Sha256};
+    let virtual_ip = resolved.valid.placement.virtual_ip?;
+    let hosts = &resolved.valid.placement.load_balancers;
+    let own = *resolved.addresses.get(host)?;
+    let peer = hosts
+        .iter()
+        .filter(|h| h.as_str() != host)
+        .find_map(|h| resolved.addresses.get(h))?;
+    let interface = views
+        .get(host)?
+        .facts
+        .as_ref()?
+        .interface_addresses
+        .iter()
+        .find(|a| a.address.parse::<IpAddr>().ok() == Some(own))?
+        .interface
+        .clone();
+    let uid = cluster.uid().unwrap_or_default();
+    let router_id = Sha256::digest(uid.as_bytes())[0].max(1);
+    Some(render::Vrrp {
+        virtual_ip,
+        interface,
+        peer: *peer,
+        priority: if hosts.first().map(String::as_str) == Some(host) {
+            150
+        } else {
+            100
+        },
+        router_id,
+    })
 }
 
 fn record_hosts(records: &[EtcdHostStatus]) -> Vec<String> {
@@ -1548,16 +1608,19 @@ fn unit_spec(
         Program::System(program) => (program.clone(), String::new()),
     };
     let check = match &unit.readiness {
-        Readiness::HttpGet(url) => hostd::readiness_probe::Check::HttpGet(hostd::HttpGetProbe {
-            url: url.clone(),
-            insecure_skip_verify: true,
-            ..Default::default()
-        }),
-        Readiness::Tcp(address) => {
-            hostd::readiness_probe::Check::TcpConnect(hostd::TcpConnectProbe {
+        Readiness::HttpGet(url) => Some(hostd::readiness_probe::Check::HttpGet(
+            hostd::HttpGetProbe {
+                url: url.clone(),
+                insecure_skip_verify: true,
+                ..Default::default()
+            },
+        )),
+        Readiness::Tcp(address) => Some(hostd::readiness_probe::Check::TcpConnect(
+            hostd::TcpConnectProbe {
                 address: address.clone(),
-            })
-        }
+            },
+        )),
+        Readiness::Running => None,
     };
     let mut spec = hostd::UnitSpec {
         name: format!("{}{}", unit_prefix(cluster), unit.name),
@@ -1565,7 +1628,7 @@ fn unit_spec(
         args: unit.args.clone(),
         working_dir: root.to_string(),
         restart_policy: hostd::RestartPolicy::Always as i32,
-        readiness_probe: Some(hostd::ReadinessProbe {
+        readiness_probe: check.map(|check| hostd::ReadinessProbe {
             check: Some(check),
             period_seconds: 1,
             ..Default::default()

@@ -28,7 +28,8 @@ pub struct Observed {
 pub struct Roles {
     pub etcd: Vec<String>,
     pub control_plane: Vec<String>,
-    pub load_balancer: String,
+    /// One host, or two sharing a virtual IP.
+    pub load_balancers: Vec<String>,
     /// The units every control-plane host must run (the bundle's components).
     pub control_plane_units: Vec<String>,
     /// The host a change is rolling through: drained from the load balancer while it
@@ -96,7 +97,7 @@ pub fn plan(roles: &Roles, observed: &Observed) -> Plan {
         .etcd
         .iter()
         .chain(&roles.control_plane)
-        .chain(std::iter::once(&roles.load_balancer))
+        .chain(&roles.load_balancers)
         .collect();
     needed.sort();
     needed.dedup();
@@ -158,12 +159,15 @@ pub fn plan(roles: &Roles, observed: &Observed) -> Plan {
         )
     };
 
-    let haproxy_ready = observed
-        .hosts
-        .get(&roles.load_balancer)
-        .and_then(|o| o.units.get(crate::render::HAPROXY))
-        .copied()
-        .unwrap_or(false);
+    // One HAProxy answering is enough: with two hosts the virtual IP goes to the one that does.
+    let haproxy_ready = roles.load_balancers.iter().any(|host| {
+        observed
+            .hosts
+            .get(host)
+            .and_then(|o| o.units.get(crate::render::HAPROXY))
+            .copied()
+            .unwrap_or(false)
+    });
     let load_balancer_ready = match (haproxy_ready, observed.endpoint_ready) {
         (true, true) => Check::pass(
             "EndpointReady",
@@ -175,7 +179,10 @@ pub fn plan(roles: &Roles, observed: &Observed) -> Plan {
         ),
         (false, _) => Check::fail(
             "HAProxyNotReady",
-            format!("HAProxy is not ready on {}", roles.load_balancer),
+            format!(
+                "HAProxy is not ready on {}",
+                roles.load_balancers.join(" or ")
+            ),
         ),
     };
 
@@ -190,7 +197,12 @@ pub fn plan(roles: &Roles, observed: &Observed) -> Plan {
         if etcd_quorum.ok && reachable(&roles.control_plane) {
             steps.push(Step::EnsureControlPlane);
             // The load balancer goes in once there is something healthy to balance.
-            if control_plane_ready.ok && !unreachable.contains(&roles.load_balancer) {
+            if control_plane_ready.ok
+                && roles
+                    .load_balancers
+                    .iter()
+                    .any(|h| !unreachable.contains(h))
+            {
                 steps.push(Step::EnsureLoadBalancer);
             }
         }

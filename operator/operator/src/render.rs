@@ -36,6 +36,8 @@ pub enum Readiness {
     /// An HTTP(S) GET answering 200 (TLS not verified: the probe runs on the host itself).
     HttpGet(String),
     Tcp(String),
+    /// Ready while it runs: it serves nothing a probe could ask.
+    Running,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,6 +97,7 @@ pub const APISERVER: &str = "kube-apiserver";
 pub const SCHEDULER: &str = "kube-scheduler";
 pub const CONTROLLER_MANAGER: &str = "kube-controller-manager";
 pub const HAPROXY: &str = "haproxy";
+pub const KEEPALIVED: &str = "keepalived";
 
 /// The bundle binaries each control-plane component runs from.
 pub const APISERVER_BINARY: &str = "hakube-apiserver";
@@ -317,20 +320,42 @@ pub fn control_plane_host(
 
 /// HAProxy on the load-balancer host: TCP to every API server, each checked on `/readyz` every
 /// second; two failed checks take a server out (2 s detection), one success brings it back.
+/// Two load-balancer hosts sharing the endpoint's virtual IP through keepalived (VRRP).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vrrp {
+    pub virtual_ip: IpAddr,
+    /// The interface holding this host's address, where the virtual IP goes.
+    pub interface: String,
+    /// The other load-balancer host's address (VRRP adverts go to it directly, so no
+    /// multicast is needed between them).
+    pub peer: IpAddr,
+    /// Higher on the host that takes the address first.
+    pub priority: u8,
+    /// The same on both hosts; distinct for each Cluster sharing a network.
+    pub router_id: u8,
+}
+
 pub fn load_balancer(
     spec: &ClusterSpec,
     paths: &HostPaths,
     apiservers: &BTreeMap<String, IpAddr>,
+    vrrp: Option<&Vrrp>,
 ) -> HostPlan {
     let port = spec.load_balancer.port;
+    // With a virtual IP HAProxy listens on every address, the virtual one whenever it is here.
+    let bind = match vrrp.map(|v| v.virtual_ip) {
+        None => format!("{}:{port}", url_host(paths.address)),
+        Some(IpAddr::V4(_)) => format!("0.0.0.0:{port}"),
+        Some(IpAddr::V6(_)) => format!(":::{port} v4v6"),
+    };
     let mut config = format!(
         "# Rendered by hakube-operator.\n\
          global\n  maxconn 4000\n\n\
          defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout check 1s\n\n\
-         frontend kube-apiserver\n  bind {}:{port}\n  default_backend kube-apiservers\n\n\
+         frontend kube-apiserver\n  bind {}\n  default_backend kube-apiservers\n\n\
          backend kube-apiservers\n  balance roundrobin\n  option httpchk GET /readyz\n  http-check expect status 200\n  \
          default-server check check-ssl verify none inter 1s fall 2 rise 1\n",
-        url_host(paths.address)
+        bind
     );
     for (name, ip) in apiservers {
         config.push_str(&format!(
@@ -352,7 +377,7 @@ pub fn load_balancer(
             args.push(value.clone());
         }
     }
-    HostPlan {
+    let mut plan = HostPlan {
         files: vec![DesiredFile {
             path: "haproxy/haproxy.cfg".into(),
             content: config.into_bytes(),
@@ -365,7 +390,50 @@ pub fn load_balancer(
             readiness: Readiness::Tcp(format!("{}:{port}", url_host(paths.address))),
             reloads_on_sigusr2: true,
         }],
+    };
+    if let Some(vrrp) = vrrp {
+        keepalived(&mut plan, paths, port, vrrp);
     }
+    plan
+}
+
+/// keepalived holding the virtual IP on whichever load-balancer host has HAProxy answering:
+/// both start as backups, the higher priority takes the address, and without preemption it
+/// stays where it is until that host or its HAProxy fails.
+fn keepalived(plan: &mut HostPlan, paths: &HostPaths, port: i32, vrrp: &Vrrp) {
+    let dir = format!("{}/keepalived", paths.root);
+    let own = paths.address;
+    let config = format!(
+        "# Rendered by hakube-operator.\n\
+         global_defs {{\n  router_id {own}\n  script_user root\n  enable_script_security\n}}\n\n\
+         vrrp_script haproxy_answers {{\n  script \"/bin/bash -c '</dev/tcp/{own}/{port}'\"\n  interval 1\n  timeout 1\n  fall 2\n  rise 1\n}}\n\n\
+         vrrp_instance endpoint {{\n  state BACKUP\n  nopreempt\n  interface {interface}\n  virtual_router_id {router_id}\n  priority {priority}\n  advert_int 1\n  \
+         unicast_src_ip {own}\n  unicast_peer {{\n    {peer}\n  }}\n  virtual_ipaddress {{\n    {vip}/{prefix} dev {interface}\n  }}\n  track_script {{\n    haproxy_answers\n  }}\n}}\n",
+        interface = vrrp.interface,
+        router_id = vrrp.router_id,
+        priority = vrrp.priority,
+        peer = vrrp.peer,
+        vip = vrrp.virtual_ip,
+        prefix = if vrrp.virtual_ip.is_ipv4() { 32 } else { 128 },
+    );
+    plan.files
+        .push(file("keepalived/keepalived.conf", &config, 0o644));
+    plan.units.push(DesiredUnit {
+        name: KEEPALIVED.into(),
+        program: Program::System("keepalived".into()),
+        // In the foreground, VRRP only, its pid files under the Cluster's directory so that
+        // several on one machine (local mode) do not clash.
+        args: vec![
+            "--dont-fork".into(),
+            "--log-console".into(),
+            "--vrrp".into(),
+            format!("--use-file={dir}/keepalived.conf"),
+            format!("--pid={dir}/keepalived.pid"),
+            format!("--vrrp_pid={dir}/vrrp.pid"),
+        ],
+        readiness: Readiness::Running,
+        reloads_on_sigusr2: false,
+    });
 }
 
 /// `--flag=value` arguments: the rendered flags, with `extraArgs` replacing same-named ones in

@@ -1144,7 +1144,7 @@ fn failover_benchmark() {
     let haproxy_cfg = std::fs::read_to_string(
         local
             .state
-            .join("hosts/lb/clusters/default-stacked/haproxy.cfg"),
+            .join("hosts/lb/clusters/default-stacked/haproxy/haproxy.cfg"),
     )
     .expect("the rendered HAProxy configuration");
     let setting = |name: &str| -> f64 {
@@ -1201,4 +1201,123 @@ fn failover_benchmark() {
             run.replaced_after.as_secs_f64() / add_floor.as_secs_f64(),
         );
     }
+}
+
+/// Whether `host` holds `address` on its interface.
+fn holds(host: &str, address: &str) -> bool {
+    Command::new("ip")
+        .args([
+            "-n",
+            &format!("hakube-{host}"),
+            "-o",
+            "addr",
+            "show",
+            "eth0",
+        ])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains(&format!(" {address}/")))
+}
+
+/// Two load-balancer hosts share the endpoint's virtual IP through keepalived: the Cluster goes
+/// from one HAProxy host to two, the API answers at the virtual IP, and when the host holding it
+/// crashes the address moves to the other and clients reconnect.
+#[test]
+fn the_virtual_ip_moves_to_the_second_load_balancer_when_the_active_one_dies() {
+    const VIP: &str = "10.77.0.100";
+    let local = Local::new();
+    local.up("stacked");
+    local.write_marker("before-vip");
+    let management = local.state.join("management.kubeconfig");
+    local.ok(
+        &management,
+        &[
+            "patch",
+            "cluster",
+            "stacked",
+            "--type=merge",
+            "-p",
+            &format!(
+                r#"{{"spec":{{"loadBalancer":{{"host":null,"hosts":["lb","lb-2"],"virtualIP":"{VIP}"}}}}}}"#
+            ),
+        ],
+    );
+    eventually(
+        "the endpoint at the virtual IP, available",
+        Duration::from_secs(180),
+        || {
+            local.cluster_field("{.status.endpoint}") == format!("https://{VIP}:6443")
+                && local.cluster_field("{.status.conditions[?(@.type==\"Available\")].status}")
+                    == "True"
+                && local.cluster_field("{.status.rollout}").is_empty()
+        },
+    );
+    // The admin kubeconfig now names the virtual IP.
+    let secret = local.cluster_field("{.status.adminKubeconfigSecret}");
+    let kubeconfig = local.state.join("kubeconfig");
+    eventually(
+        "the admin kubeconfig at the virtual IP answers",
+        Duration::from_secs(120),
+        || {
+            let encoded = local.ok(
+                &management,
+                &["get", "secret", &secret, "-o", "jsonpath={.data.value}"],
+            );
+            let decoded = Command::new("base64")
+                .arg("-d")
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .and_then(|mut child| {
+                    use std::io::Write;
+                    child
+                        .stdin
+                        .take()
+                        .expect("stdin")
+                        .write_all(encoded.as_bytes())?;
+                    child.wait_with_output()
+                })
+                .expect("base64 runs");
+            std::fs::write(&kubeconfig, &decoded.stdout).unwrap();
+            String::from_utf8_lossy(&decoded.stdout).contains(VIP)
+                && local
+                    .kubectl(&kubeconfig, &["get", "--raw", "/readyz"])
+                    .status
+                    .success()
+        },
+    );
+    assert!(
+        holds("lb", VIP) && !holds("lb-2", VIP),
+        "the first host takes the address"
+    );
+    local.assert_marker("before-vip");
+
+    let gaps = GapProbe::start(&kubeconfig);
+    // The host dies as a powered-off machine does: processes gone, and its link (which would
+    // otherwise still answer for the address keepalived had no chance to remove).
+    crash("lb");
+    link("lb", "down");
+    eventually("the virtual IP on lb-2", Duration::from_secs(30), || {
+        holds("lb-2", VIP)
+    });
+    eventually(
+        "the API at the virtual IP again",
+        Duration::from_secs(30),
+        || {
+            local
+                .kubectl(&kubeconfig, &["get", "--raw", "/readyz"])
+                .status
+                .success()
+        },
+    );
+    let longest_gap = gaps.finish();
+    println!(
+        "crash of the active load balancer: longest API gap at the virtual IP {longest_gap:?}"
+    );
+    // VRRP declares the master down after three missed adverts a second apart.
+    assert!(
+        longest_gap < Duration::from_secs(10),
+        "the API went unanswered for {longest_gap:?}"
+    );
+    local.assert_marker("before-vip");
+    local.down_leaves_nothing();
 }

@@ -57,6 +57,8 @@ fn stacked() -> ClusterSpec {
         etcd: EtcdSpec::default(),
         load_balancer: LoadBalancerSpec {
             host: "lb".into(),
+            hosts: Vec::new(),
+            virtual_ip: None,
             port: 6443,
         },
         network: Default::default(),
@@ -89,7 +91,7 @@ fn a_stacked_cluster_places_etcd_on_its_control_plane_and_keeps_spares() {
     let valid = validate(&stacked(), &inventory(), &versions()).unwrap();
     assert_eq!(valid.placement.control_plane, ["cp-1", "cp-2", "cp-3"]);
     assert_eq!(valid.placement.etcd, valid.placement.control_plane);
-    assert_eq!(valid.placement.load_balancer, "lb");
+    assert_eq!(valid.placement.load_balancers, ["lb"]);
     assert_eq!(valid.placement.control_plane_spares, ["cp-4"]);
     assert_eq!(valid.network.api_service_ip.to_string(), "10.96.0.1");
     assert_eq!(valid.network.dns_service_ip.to_string(), "10.96.0.10");
@@ -260,6 +262,47 @@ fn durations_flags_and_etcd_settings_are_checked() {
             "spec.etcd.autoCompaction.retention"
         ]
     );
+}
+
+#[test]
+fn two_load_balancers_share_a_virtual_ip() {
+    let mut spec = stacked();
+    spec.load_balancer.host = String::new();
+    spec.load_balancer.hosts = vec!["lb".into(), "lb-2".into()];
+    spec.load_balancer.virtual_ip = Some("10.77.0.100".into());
+    let mut inventory = inventory();
+    inventory.push(host("lb-2", "load-balancer"));
+    let fields = |spec: &ClusterSpec| -> Vec<String> {
+        validate(spec, &inventory, &versions())
+            .err()
+            .map(|e| e.0.into_iter().map(|e| e.field).collect())
+            .unwrap_or_default()
+    };
+    let valid = validate(&spec, &inventory, &versions()).unwrap();
+    assert_eq!(valid.placement.load_balancers, ["lb", "lb-2"]);
+    assert_eq!(
+        valid.placement.virtual_ip,
+        Some("10.77.0.100".parse().unwrap())
+    );
+
+    let mut no_vip = spec.clone();
+    no_vip.load_balancer.virtual_ip = None;
+    assert_eq!(fields(&no_vip), ["spec.loadBalancer.virtualIP"]);
+    let mut bad_vip = spec.clone();
+    bad_vip.load_balancer.virtual_ip = Some("10.77.0".into());
+    assert_eq!(fields(&bad_vip), ["spec.loadBalancer.virtualIP"]);
+    let mut one_with_vip = stacked();
+    one_with_vip.load_balancer.virtual_ip = Some("10.77.0.100".into());
+    assert_eq!(fields(&one_with_vip), ["spec.loadBalancer.virtualIP"]);
+    let mut both = spec.clone();
+    both.load_balancer.host = "lb".into();
+    assert_eq!(fields(&both), ["spec.loadBalancer.hosts"]);
+    let mut three = spec.clone();
+    three.load_balancer.hosts.push("cp-4".into());
+    assert_eq!(fields(&three), ["spec.loadBalancer.hosts"]);
+    let mut twice = spec;
+    twice.load_balancer.hosts = vec!["lb".into(), "lb".into()];
+    assert_eq!(fields(&twice), ["spec.loadBalancer.hosts"]);
 }
 
 #[test]

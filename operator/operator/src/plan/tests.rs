@@ -4,7 +4,7 @@ fn roles() -> Roles {
     Roles {
         etcd: vec!["cp-1".into(), "cp-2".into(), "cp-3".into()],
         control_plane: vec!["cp-1".into(), "cp-2".into(), "cp-3".into()],
-        load_balancer: "lb".into(),
+        load_balancers: vec!["lb".into()],
         control_plane_units: vec!["kube-apiserver".into(), "kube-scheduler".into()],
         rolling: None,
     }

@@ -18,6 +18,8 @@ fn spec() -> ClusterSpec {
         etcd: Default::default(),
         load_balancer: LoadBalancerSpec {
             host: "lb".into(),
+            hosts: Vec::new(),
+            virtual_ip: None,
             port: 6443,
         },
         network: Default::default(),
@@ -210,9 +212,9 @@ fn the_controller_manager_allocates_pod_cidrs_and_publishes_the_cluster_ca() {
 
 #[test]
 fn haproxy_balances_every_apiserver_checked_on_readyz() {
-    let plan = load_balancer(&spec(), &paths("10.77.0.10"), &addresses());
+    let plan = load_balancer(&spec(), &paths("10.77.0.10"), &addresses(), None);
     let config = String::from_utf8(plan.files[0].content.clone()).unwrap();
-    assert!(config.contains("bind 10.77.0.10:6443"), "{config}");
+    assert!(config.contains("bind 10.77.0.10:6443\n"), "{config}");
     assert!(config.contains("option httpchk GET /readyz"), "{config}");
     for (name, ip) in addresses() {
         assert!(
@@ -228,6 +230,44 @@ fn haproxy_balances_every_apiserver_checked_on_readyz() {
         plan.units[0].readiness,
         Readiness::Tcp("10.77.0.10:6443".into())
     );
+}
+
+#[test]
+fn two_load_balancers_run_keepalived_for_the_virtual_ip_beside_haproxy() {
+    let vrrp = Vrrp {
+        virtual_ip: "10.77.0.100".parse().unwrap(),
+        interface: "eth0".into(),
+        peer: "10.77.0.9".parse().unwrap(),
+        priority: 150,
+        router_id: 42,
+    };
+    let plan = load_balancer(&spec(), &paths("10.77.0.10"), &addresses(), Some(&vrrp));
+    let haproxy = String::from_utf8(plan.files[0].content.clone()).unwrap();
+    assert!(haproxy.contains("bind 0.0.0.0:6443\n"), "{haproxy}");
+    let keepalived = plan
+        .files
+        .iter()
+        .find(|f| f.path == "keepalived/keepalived.conf")
+        .map(|f| String::from_utf8(f.content.clone()).unwrap())
+        .unwrap();
+    for line in [
+        "virtual_router_id 42",
+        "priority 150",
+        "nopreempt",
+        "interface eth0",
+        "unicast_src_ip 10.77.0.10",
+        "10.77.0.9",
+        "10.77.0.100/32 dev eth0",
+        "/dev/tcp/10.77.0.10/6443",
+    ] {
+        assert!(keepalived.contains(line), "{line}: {keepalived}");
+    }
+    let unit = plan.units.iter().find(|u| u.name == KEEPALIVED).unwrap();
+    assert_eq!(unit.program, Program::System("keepalived".into()));
+    assert!(unit
+        .args
+        .contains(&"--use-file=/var/lib/hakube/keepalived/keepalived.conf".to_string()));
+    assert_eq!(unit.readiness, Readiness::Running);
 }
 
 #[test]
