@@ -253,6 +253,10 @@ pub struct ClusterStatus {
     /// its data wiped before they may serve the Cluster again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fenced_hosts: Vec<String>,
+    /// Hosts failing their health checks and since when: past `--host-failure-threshold` they
+    /// are replaced, and a new operator leader counts from the recorded time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failing_hosts: Vec<FailingHostStatus>,
     /// The host a change (a new version, renewed certificates, new flags) is rolling through,
     /// one serving host at a time; absent when every host runs what the spec asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -287,6 +291,13 @@ pub struct EtcdHostStatus {
     pub initial_cluster: String,
     /// etcd's `--initial-cluster-state`: `new` for the first members, `existing` for later ones.
     pub initial_cluster_state: String,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailingHostStatus {
+    pub host: String,
+    pub since: Time,
 }
 
 /// A change rolling through the Cluster's hosts.

@@ -14,7 +14,7 @@ use hakube_hostd_api::v1::hostd_client::HostdClient;
 use hakube_hostd_api::v1::{self as hostd};
 use hakube_operator_api::cluster::{
     ClusterStatus, ComponentStatus, ControlPlaneHostStatus, EtcdHostStatus, EtcdMemberStatus,
-    RolloutStatus,
+    FailingHostStatus, RolloutStatus,
 };
 use hakube_operator_api::validation::{validate, InventoryHost, ValidCluster};
 use hakube_operator_api::{Cluster, Host, Topology};
@@ -98,8 +98,7 @@ pub struct Context {
     /// the rollout.
     pub rollout_host_timeout: Duration,
     agents: Mutex<BTreeMap<String, HostdClient<Channel>>>,
-    /// By Cluster (`<namespace>-<name>`). A new leader starts its clocks afresh, so it waits a
-    /// full threshold before it replaces anything.
+    /// By Cluster (`<namespace>-<name>`); a new leader resumes them from the status.
     failure_clocks: Mutex<BTreeMap<String, FailureClock>>,
 }
 
@@ -546,7 +545,7 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
             .and_then(|m| u64::from_str_radix(m.id.as_deref()?, 16).ok());
         let observed = {
             let mut clocks = ctx.failure_clocks.lock().await;
-            let clock = clocks.entry(cluster_key(cluster)).or_default();
+            let clock = failure_clock(&mut clocks, cluster, &status);
             members::observed(
                 listed,
                 addresses,
@@ -554,7 +553,7 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
                 leader,
                 &status.fenced_hosts,
                 clock,
-                Instant::now(),
+                SystemTime::now(),
             )
         };
         let desired = membership::Desired {
@@ -596,7 +595,7 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         let mut failing = BTreeSet::new();
         let mut dead = BTreeSet::new();
         let mut clocks = ctx.failure_clocks.lock().await;
-        let clock = clocks.entry(cluster_key(cluster)).or_default();
+        let clock = failure_clock(&mut clocks, cluster, &status);
         for host in &allowed_control_plane {
             let view = views.get(host).filter(|v| v.observed.reachable);
             let healthy = view.is_some_and(|v| {
@@ -606,7 +605,7 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
                         .iter()
                         .all(|u| v.observed.units.get(u) == Some(&true))
             });
-            if let Some(failed_for) = clock.observe(host, healthy, Instant::now()) {
+            if let Some(failed_for) = clock.observe(host, healthy, SystemTime::now()) {
                 failing.insert(host.clone());
                 if recorded && failed_for > ctx.host_failure_threshold {
                     dead.insert(host.clone());
@@ -1008,6 +1007,21 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         );
     }
     status.rollout = rolled.record.as_ref().map(rollout_status);
+    {
+        let watched: BTreeSet<&String> =
+            allowed_etcd.iter().chain(&allowed_control_plane).collect();
+        let mut clocks = ctx.failure_clocks.lock().await;
+        status.failing_hosts = failure_clock(&mut clocks, cluster, &status)
+            .failing(&watched)
+            .into_iter()
+            .filter_map(|(host, since)| {
+                Some(FailingHostStatus {
+                    host,
+                    since: Time(k8s_openapi::jiff::Timestamp::try_from(since).ok()?),
+                })
+            })
+            .collect();
+    }
     let membership_degraded = membership_plan
         .as_ref()
         .and_then(|p| p.summary.degraded.as_ref());
@@ -1126,6 +1140,22 @@ fn allowed_etcd_hosts(topology: Topology, valid: &ValidCluster) -> Vec<String> {
             .cloned()
             .collect(),
     }
+}
+
+/// This Cluster's failure clock; a leader that has none yet resumes the one the status recorded.
+fn failure_clock<'a>(
+    clocks: &'a mut BTreeMap<String, FailureClock>,
+    cluster: &Cluster,
+    status: &ClusterStatus,
+) -> &'a mut FailureClock {
+    clocks.entry(cluster_key(cluster)).or_insert_with(|| {
+        FailureClock::resumed(
+            status
+                .failing_hosts
+                .iter()
+                .map(|f| (f.host.clone(), SystemTime::from(f.since.0))),
+        )
+    })
 }
 
 /// keepalived's settings on load-balancer `host` when two share a virtual IP: the first host

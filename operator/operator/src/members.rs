@@ -2,9 +2,9 @@
 //! answers translated into [`membership::Observed`], how long each host has been failing, and
 //! the membership a joining member is started into. Pure: the controller does the calls.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
-use std::time::{Duration, Instant};
+use std::time::{Duration, SystemTime};
 
 use hakube_operator_api::cluster::EtcdHostStatus;
 
@@ -46,21 +46,38 @@ pub fn member_host(peer_urls: &[String], addresses: &BTreeMap<String, IpAddr>) -
         .unwrap_or_else(|| peer_urls.join(","))
 }
 
-/// When each host started failing, so "dead" means failing for longer than a threshold.
-#[derive(Clone, Debug, Default)]
+/// When each host started failing, so "dead" means failing for longer than a threshold. Kept
+/// in the Cluster's status too, so a new operator leader counts from the first failure.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FailureClock {
-    failing_since: BTreeMap<String, Instant>,
+    failing_since: BTreeMap<String, SystemTime>,
 }
 
 impl FailureClock {
+    /// A clock resumed from the failures a status recorded.
+    pub fn resumed(failing_since: impl IntoIterator<Item = (String, SystemTime)>) -> FailureClock {
+        FailureClock {
+            failing_since: failing_since.into_iter().collect(),
+        }
+    }
+
     /// Records this reconcile's verdict on `host`; how long it has been failing, `None` if healthy.
-    pub fn observe(&mut self, host: &str, healthy: bool, now: Instant) -> Option<Duration> {
+    pub fn observe(&mut self, host: &str, healthy: bool, now: SystemTime) -> Option<Duration> {
         if healthy {
             self.failing_since.remove(host);
             return None;
         }
         let since = *self.failing_since.entry(host.to_string()).or_insert(now);
-        Some(now.saturating_duration_since(since))
+        Some(now.duration_since(since).unwrap_or_default())
+    }
+
+    /// The failing hosts among `hosts` and since when; hosts no longer watched are forgotten.
+    pub fn failing(&mut self, hosts: &BTreeSet<&String>) -> Vec<(String, SystemTime)> {
+        self.failing_since.retain(|host, _| hosts.contains(host));
+        self.failing_since
+            .iter()
+            .map(|(host, since)| (host.clone(), *since))
+            .collect()
     }
 }
 
@@ -73,7 +90,7 @@ pub fn observed(
     leader: Option<u64>,
     fenced: &[String],
     clock: &mut FailureClock,
-    now: Instant,
+    now: SystemTime,
 ) -> membership::Observed {
     let members: Vec<Member> = listed
         .iter()

@@ -55,7 +55,7 @@ fn a_host_fails_while_hostd_is_unreachable_or_its_member_unhealthy_and_the_clock
     ]
     .into();
     let mut clock = FailureClock::default();
-    let start = Instant::now();
+    let start = SystemTime::now();
     let first = observed(
         &members,
         &addresses(),
@@ -106,6 +106,23 @@ fn a_host_fails_while_hostd_is_unreachable_or_its_member_unhealthy_and_the_clock
 }
 
 #[test]
+fn a_resumed_clock_counts_from_the_recorded_failure_and_forgets_unwatched_hosts() {
+    let start = SystemTime::now();
+    let mut clock = FailureClock::default();
+    clock.observe("cp-1", false, start);
+    clock.observe("cp-9", false, start);
+    let cp_1 = "cp-1".to_string();
+    let recorded = clock.failing(&BTreeSet::from([&cp_1]));
+    assert_eq!(recorded, [("cp-1".to_string(), start)]);
+
+    let mut resumed = FailureClock::resumed(recorded);
+    assert_eq!(
+        resumed.observe("cp-1", false, start + Duration::from_secs(30)),
+        Some(Duration::from_secs(30))
+    );
+}
+
+#[test]
 fn a_joining_member_is_not_failing_while_it_has_not_answered_yet() {
     let members = [
         listed(2, 2, true, false),
@@ -125,7 +142,7 @@ fn a_joining_member_is_not_failing_while_it_has_not_answered_yet() {
         None,
         &[],
         &mut FailureClock::default(),
-        Instant::now(),
+        SystemTime::now(),
     );
     assert_eq!(seen.hosts["cp-4"].unhealthy_for, None);
     assert!(!seen.members[2].started() && !seen.members[2].healthy);
