@@ -45,13 +45,15 @@ async fn create_if_absent(state: &State, t: &Target, object: Value) -> Result<()
         .and_then(Value::as_str)
         .unwrap_or("");
     let key = state.store.key(t.segment(), t.namespace.as_deref(), name);
-    if state
-        .store
-        .get(&key)
-        .await
-        .map_err(rest::store_error)?
-        .is_some()
-    {
+    let exists = || async {
+        state
+            .store
+            .get(&key)
+            .await
+            .map(|found| found.is_some())
+            .map_err(rest::store_error)
+    };
+    if exists().await? {
         return Ok(());
     }
     let body = serde_json::to_vec(&object).unwrap_or_default();
@@ -72,6 +74,12 @@ async fn create_if_absent(state: &State, t: &Target, object: Value) -> Result<()
     {
         Ok(_) => Ok(()),
         Err(e) if e.code == 409 => Ok(()),
+        // Another API server starting beside this one created it first; a Service then fails
+        // its address allocation rather than as a duplicate.
+        Err(e) if exists().await? => {
+            tracing::debug!(error = %e.message, name, "created meanwhile by another API server");
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }

@@ -45,6 +45,9 @@ pub const FIELD_MANAGER: &str = "hakube-operator";
 /// Labels every Secret of a Cluster's PKI with the Cluster's name.
 pub const CLUSTER_LABEL: &str = "hakube.io/cluster";
 const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// What a host already failing gets to answer: waiting out the full timeouts on a partitioned
+/// host in every reconcile would slow its replacement.
+const FAILING_HOST_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -274,13 +277,19 @@ struct HostView {
     facts: Option<hostd::Facts>,
 }
 
+impl HostView {
+    fn unreachable() -> HostView {
+        HostView {
+            observed: ObservedHost::default(),
+            specs: BTreeMap::new(),
+            root: None,
+            facts: None,
+        }
+    }
+}
+
 async fn observe_host(ctx: &Context, cluster: &Cluster, host: &str, endpoint: &str) -> HostView {
-    let unreachable = HostView {
-        observed: ObservedHost::default(),
-        specs: BTreeMap::new(),
-        root: None,
-        facts: None,
-    };
+    let unreachable = HostView::unreachable();
     let Ok(mut agent) = ctx.agent(host, endpoint).await else {
         return unreachable;
     };
@@ -491,13 +500,21 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         Some(pki::secret_name(&cluster.name_any(), "admin-kubeconfig"));
 
     // Observe.
+    let failing: BTreeSet<&String> = status.failing_hosts.iter().map(|f| &f.host).collect();
     // All hosts at once: a partitioned host costs its timeout once, not once per host.
     let views: BTreeMap<String, HostView> = futures::future::join_all(
         resolved
             .endpoints
             .iter()
             .map(|(host, hostd_endpoint)| async {
-                let view = observe_host(ctx, cluster, host, hostd_endpoint).await;
+                let observing = observe_host(ctx, cluster, host, hostd_endpoint);
+                let view = if failing.contains(host) {
+                    tokio::time::timeout(FAILING_HOST_TIMEOUT, observing)
+                        .await
+                        .unwrap_or_else(|_| HostView::unreachable())
+                } else {
+                    observing.await
+                };
                 record_host(ctx, host, &view).await;
                 (host.clone(), view)
             }),
@@ -513,7 +530,7 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
     } else {
         members::first_members(&pick(&resolved.valid.placement.etcd))
     };
-    let health = etcd_health(&pki, &pick(&record_hosts(&etcd_hosts))).await;
+    let health = etcd_health(&pki, &pick(&record_hosts(&etcd_hosts)), &failing).await;
 
     // Membership: once the Cluster has been up, one quorum-safe change per reconcile.
     let mut membership_plan = None;
@@ -1680,6 +1697,7 @@ fn unit_spec(
 async fn etcd_health(
     pki: &ClusterPki,
     members: &BTreeMap<String, IpAddr>,
+    failing: &BTreeSet<&String>,
 ) -> Vec<EtcdMemberStatus> {
     futures::future::join_all(members.iter().map(|(host, ip)| async move {
         let urls = [etcd_client_url(*ip)];
@@ -1687,10 +1705,12 @@ async fn etcd_health(
             let mut client = etcd_client(pki, &urls, Duration::from_secs(2)).await.ok()?;
             client.status().await.ok()
         };
-        let status = tokio::time::timeout(Duration::from_secs(3), status)
-            .await
-            .ok()
-            .flatten();
+        let budget = if failing.contains(host) {
+            FAILING_HOST_TIMEOUT
+        } else {
+            Duration::from_secs(3)
+        };
+        let status = tokio::time::timeout(budget, status).await.ok().flatten();
         let member_id = status
             .as_ref()
             .and_then(|s| s.header())

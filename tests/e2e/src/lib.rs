@@ -174,6 +174,12 @@ impl ControlPlane {
     }
 
     pub fn start_with(extra_args: &[&str]) -> ControlPlane {
+        Self::start_together(extra_args, 0).0
+    }
+
+    /// A control plane with `others` more API servers on its etcd and PKI, every one started
+    /// at once as on hosts coming up together; the others' ports and processes, each ready.
+    pub fn start_together(extra_args: &[&str], others: usize) -> (ControlPlane, Vec<(u16, Child)>) {
         let etcd = Etcd::start();
         let dir = tempfile::tempdir().expect("a temporary directory");
         let port = free_port();
@@ -186,6 +192,17 @@ impl ControlPlane {
             .expect("scripts/pki.sh runs");
         assert!(status.success(), "pki.sh failed");
         let apiserver = Self::spawn_apiserver(&etcd, port, &pki, dir.path(), extra_args);
+        let beside: Vec<(u16, Child)> = (0..others)
+            .map(|i| {
+                let port = free_port();
+                let log_dir = dir.path().join(format!("apiserver-{i}"));
+                std::fs::create_dir_all(&log_dir).expect("a log directory");
+                (
+                    port,
+                    Self::spawn_apiserver(&etcd, port, &pki, &log_dir, extra_args),
+                )
+            })
+            .collect();
         let cp = ControlPlane {
             etcd,
             apiserver,
@@ -196,7 +213,10 @@ impl ControlPlane {
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         cp.wait_ready();
-        cp
+        for (port, _) in &beside {
+            cp.wait_ready_at(&format!("https://127.0.0.1:{port}"));
+        }
+        (cp, beside)
     }
 
     fn spawn_apiserver(
@@ -247,7 +267,11 @@ impl ControlPlane {
     }
 
     fn wait_ready(&self) {
-        let readyz = format!("{}/readyz", self.url);
+        self.wait_ready_at(&self.url);
+    }
+
+    fn wait_ready_at(&self, url: &str) {
+        let readyz = format!("{url}/readyz");
         let ca = self.path("ca.crt");
         wait_until("hakube-apiserver", Duration::from_secs(30), || {
             Command::new("curl")

@@ -1,6 +1,6 @@
 //! Corners a review of the server against upstream turned up: verbs a path does not serve,
-//! escaped names, empty budget selectors, name selectors across namespaces, and watches whose
-//! client hangs up.
+//! escaped names, empty budget selectors, name selectors across namespaces, watches whose
+//! client hangs up, and API servers starting together on a fresh etcd.
 
 use std::time::Duration;
 
@@ -146,5 +146,31 @@ fn serves_http2_and_http1() {
             .output()
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&out.stdout), expected);
+    }
+}
+
+/// Five API servers started at once on a fresh etcd (hosts of a new cluster coming up) race to
+/// create the `kubernetes` Service; the losers' creates fail allocating its address, not as
+/// duplicates. Each must take the other's Service and keep serving.
+#[test]
+fn api_servers_starting_together_share_the_default_objects() {
+    let (cp, mut others) = ControlPlane::start_together(&[], 4);
+    for (port, child) in &mut others {
+        assert!(
+            child.try_wait().expect("the process state").is_none(),
+            "the API server on {port} exited"
+        );
+    }
+    let services = cp.get_json(&["services", "-n", "default"]);
+    let names: Vec<&str> = services["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .filter_map(|s| s["metadata"]["name"].as_str())
+        .collect();
+    assert_eq!(names, ["kubernetes"]);
+    for (_, child) in &mut others {
+        let _ = child.kill();
+        let _ = child.wait();
     }
 }
