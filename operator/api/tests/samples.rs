@@ -60,7 +60,7 @@ fn the_external_sample_has_etcd_hosts_of_its_own() {
     .unwrap();
     assert_eq!(valid.placement.etcd, ["etcd-1", "etcd-2", "etcd-3"]);
     assert_eq!(valid.placement.control_plane, ["cp-1", "cp-2", "cp-3"]);
-    assert_eq!(valid.placement.etcd_spares, ["etcd-4"]);
+    assert_eq!(valid.placement.etcd_spares, ["etcd-4", "etcd-5"]);
     assert_eq!(valid.placement.control_plane_spares, ["cp-4", "cp-5"]);
 }
 

@@ -773,57 +773,75 @@ fn the_standby_operator_finishes_a_replacement_its_leader_was_killed_in() {
 /// by every member's host at five, the removed hosts fenced at three, nothing lost.
 #[test]
 fn a_stacked_cluster_scales_three_five_three_one_member_at_a_time() {
+    scales_three_five_three("stacked");
+}
+
+/// `etcd.replicas` 3 → 5 → 3 on an External Cluster, as for stacked members; the API servers
+/// take each new member list one host at a time.
+#[test]
+fn an_external_cluster_scales_etcd_three_five_three_one_member_at_a_time() {
+    scales_three_five_three("external");
+}
+
+fn scales_three_five_three(cluster: &str) {
     let local = Local::new();
-    local.up("stacked");
+    local.up(cluster);
     let management = local.state.join("management.kubeconfig");
     local.write_marker("before-scaling");
+    let (role, prefix) = match cluster {
+        "stacked" => ("controlPlane", "cp"),
+        _ => ("etcd", "etcd"),
+    };
+    let field = |jsonpath: &str| local.named_cluster_field(cluster, jsonpath);
     let scale = |replicas: u32| {
         local.ok(
             &management,
             &[
                 "patch",
                 "cluster",
-                "stacked",
+                cluster,
                 "--type=merge",
                 "-p",
-                &format!("{{\"spec\":{{\"controlPlane\":{{\"replicas\":{replicas}}}}}}}"),
+                &format!("{{\"spec\":{{\"{role}\":{{\"replicas\":{replicas}}}}}}}"),
             ],
         );
     };
     let settled_on = |hosts: &str| {
-        let members = local.cluster_field("{.status.etcdMembers[*].host}");
-        let healthy = local.cluster_field("{.status.etcdMembers[*].healthy}");
-        let available =
-            local.cluster_field("{.status.conditions[?(@.type==\"Available\")].status}");
-        let progressing =
-            local.cluster_field("{.status.conditions[?(@.type==\"Progressing\")].status}");
+        let members = field("{.status.etcdMembers[*].host}");
+        let healthy = field("{.status.etcdMembers[*].healthy}");
+        let available = field("{.status.conditions[?(@.type==\"Available\")].status}");
+        let progressing = field("{.status.conditions[?(@.type==\"Progressing\")].status}");
         members == hosts
             && healthy.split_whitespace().all(|h| h == "true")
             && available == "True"
             && progressing == "False"
+            && field("{.status.rollout}").is_empty()
     };
+    let hosts: Vec<String> = (1..=5).map(|i| format!("{prefix}-{i}")).collect();
 
     scale(5);
     eventually("five healthy members", Duration::from_secs(300), || {
-        settled_on("cp-1 cp-2 cp-3 cp-4 cp-5")
+        settled_on(&hosts.join(" "))
     });
-    eventually(
-        "five API servers behind the endpoint",
-        Duration::from_secs(60),
-        || local.apiserver_addresses().split_whitespace().count() == 5,
-    );
+    if cluster == "stacked" {
+        eventually(
+            "five API servers behind the endpoint",
+            Duration::from_secs(60),
+            || local.apiserver_addresses().split_whitespace().count() == 5,
+        );
+    }
 
     scale(3);
     eventually("three healthy members", Duration::from_secs(300), || {
-        let members = local.cluster_field("{.status.etcdMembers[*].host}");
+        let members = field("{.status.etcdMembers[*].host}");
         members.split_whitespace().count() == 3
             && settled_on(&members)
-            && local.cluster_field("{.status.fencedHosts}").is_empty()
+            && field("{.status.fencedHosts}").is_empty()
     });
-    let members = local.cluster_field("{.status.etcdMembers[*].host}");
+    let members = field("{.status.etcdMembers[*].host}");
     // The removed members' hosts run nothing of the Cluster and keep no etcd data.
-    for host in ["cp-1", "cp-2", "cp-3", "cp-4", "cp-5"] {
-        if members.contains(host) {
+    for host in &hosts {
+        if members.split_whitespace().any(|m| m == host) {
             continue;
         }
         assert!(
@@ -835,7 +853,7 @@ fn a_stacked_cluster_scales_three_five_three_one_member_at_a_time() {
         );
         assert!(!local
             .state
-            .join(format!("hosts/{host}/clusters/default-stacked/etcd"))
+            .join(format!("hosts/{host}/clusters/default-{cluster}/etcd"))
             .exists());
     }
 
