@@ -71,6 +71,22 @@ impl Local {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// A field (`status`, `reason`, `message`) of condition `type_` of the Cluster `name`.
+    fn condition(&self, name: &str, type_: &str, field: &str) -> String {
+        self.named_cluster_field(
+            name,
+            &format!("{{.status.conditions[?(@.type==\"{type_}\")].{field}}}"),
+        )
+    }
+
+    /// Merge-patches the Cluster `name` through the management API.
+    fn patch_cluster(&self, name: &str, patch: &str) {
+        self.ok(
+            &self.state.join("management.kubeconfig"),
+            &["patch", "cluster", name, "--type=merge", "-p", patch],
+        );
+    }
+
     /// Whether the operator replica `replica` (`operator-1`, `operator-2`) took the lease.
     fn leads(&self, replica: &str) -> bool {
         std::fs::read_to_string(self.state.join(format!("logs/{replica}.log")))
@@ -134,8 +150,7 @@ impl Local {
             || {
                 let hosts = self.cluster_field("{.status.etcdMembers[*].host}");
                 let healthy = self.cluster_field("{.status.etcdMembers[*].healthy}");
-                let available =
-                    self.cluster_field("{.status.conditions[?(@.type==\"Available\")].status}");
+                let available = self.condition("stacked", "Available", "status");
                 hosts.split_whitespace().count() == 3
                     && hosts.contains("cp-4")
                     && !hosts.contains(crashed)
@@ -184,16 +199,9 @@ impl Local {
 
     /// Sets the `stacked` Cluster's `spec.version`.
     fn set_version(&self, version: &str) {
-        self.ok(
-            &self.state.join("management.kubeconfig"),
-            &[
-                "patch",
-                "cluster",
-                "stacked",
-                "--type=merge",
-                "-p",
-                &format!("{{\"spec\":{{\"version\":\"{version}\"}}}}"),
-            ],
+        self.patch_cluster(
+            "stacked",
+            &format!("{{\"spec\":{{\"version\":\"{version}\"}}}}"),
         );
     }
 
@@ -342,17 +350,9 @@ fn stacked_cluster_comes_up_serves_kubectl_through_haproxy_and_goes_down_cleanly
     eventually(
         "the invalid Cluster's Valid=False",
         Duration::from_secs(30),
-        || {
-            local.named_cluster_field(
-                "invalid",
-                "{.status.conditions[?(@.type==\"Valid\")].status}",
-            ) == "False"
-        },
+        || local.condition("invalid", "Valid", "status") == "False",
     );
-    let message = local.named_cluster_field(
-        "invalid",
-        "{.status.conditions[?(@.type==\"Valid\")].message}",
-    );
+    let message = local.condition("invalid", "Valid", "message");
     assert!(
         message.contains("spec.controlPlane.replicas") && message.contains("overlaps"),
         "{message}"
@@ -433,7 +433,7 @@ fn the_standby_operator_finishes_the_bring_up_its_leader_was_killed_in() {
     };
     let management = local.state.join("management.kubeconfig");
     eventually("etcd quorum, mid bring-up", Duration::from_secs(90), || {
-        local.cluster_field("{.status.conditions[?(@.type==\"EtcdQuorum\")].status}") == "True"
+        local.condition("stacked", "EtcdQuorum", "status") == "True"
     });
     let (leader, standby) = local.operator_replicas();
     let pid = std::fs::read_to_string(local.state.join(format!("pids/{leader}.pid"))).unwrap();
@@ -627,7 +627,7 @@ fn replaces_the_etcd_leaders_host_after(fault: Fault) -> Replacement {
         Fault::Partition => link(&leader, "down"),
     }
     eventually("Degraded=True", Duration::from_secs(90), || {
-        local.cluster_field("{.status.conditions[?(@.type==\"Degraded\")].status}") == "True"
+        local.condition("stacked", "Degraded", "status") == "True"
     });
     local.wait_for_replacement(&leader);
     let replaced_after = crashed.elapsed();
@@ -786,7 +786,6 @@ fn an_external_cluster_scales_etcd_three_five_three_one_member_at_a_time() {
 fn scales_three_five_three(cluster: &str) {
     let local = Local::new();
     local.up(cluster);
-    let management = local.state.join("management.kubeconfig");
     local.write_marker("before-scaling");
     let (role, prefix) = match cluster {
         "stacked" => ("controlPlane", "cp"),
@@ -794,23 +793,16 @@ fn scales_three_five_three(cluster: &str) {
     };
     let field = |jsonpath: &str| local.named_cluster_field(cluster, jsonpath);
     let scale = |replicas: u32| {
-        local.ok(
-            &management,
-            &[
-                "patch",
-                "cluster",
-                cluster,
-                "--type=merge",
-                "-p",
-                &format!("{{\"spec\":{{\"{role}\":{{\"replicas\":{replicas}}}}}}}"),
-            ],
+        local.patch_cluster(
+            cluster,
+            &format!("{{\"spec\":{{\"{role}\":{{\"replicas\":{replicas}}}}}}}"),
         );
     };
     let settled_on = |hosts: &str| {
         let members = field("{.status.etcdMembers[*].host}");
         let healthy = field("{.status.etcdMembers[*].healthy}");
-        let available = field("{.status.conditions[?(@.type==\"Available\")].status}");
-        let progressing = field("{.status.conditions[?(@.type==\"Progressing\")].status}");
+        let available = local.condition(cluster, "Available", "status");
+        let progressing = local.condition(cluster, "Progressing", "status");
         members == hosts
             && healthy.split_whitespace().all(|h| h == "true")
             && available == "True"
@@ -915,8 +907,7 @@ fn a_new_version_rolls_host_by_host_and_a_broken_one_halts_with_the_rest_serving
                 .iter()
                 .all(|(_, versions, ready)| *ready && versions.iter().all(|v| v == version))
             && local.cluster_field("{.status.rollout}").is_empty()
-            && local.cluster_field("{.status.conditions[?(@.type==\"Available\")].status}")
-                == "True"
+            && local.condition("stacked", "Available", "status") == "True"
     };
     assert!(on("v1.33.0-local"), "{:?}", local.control_plane_versions());
 
@@ -978,8 +969,7 @@ fn a_new_version_rolls_host_by_host_and_a_broken_one_halts_with_the_rest_serving
     });
     local.set_version("v1.33.2-broken");
     eventually("the rollout halted", Duration::from_secs(180), || {
-        local.cluster_field("{.status.conditions[?(@.type==\"Progressing\")].reason}")
-            == "RolloutHalted"
+        local.condition("stacked", "Progressing", "reason") == "RolloutHalted"
     });
     let hosts = local.control_plane_versions();
     let broken: Vec<&String> = hosts
@@ -997,7 +987,7 @@ fn a_new_version_rolls_host_by_host_and_a_broken_one_halts_with_the_rest_serving
         }
     }
     assert_eq!(
-        local.cluster_field("{.status.conditions[?(@.type==\"Degraded\")].reason}"),
+        local.condition("stacked", "Degraded", "reason"),
         "RolloutHalted"
     );
     assert!(local.has_event("RolloutHalted"), "no RolloutHalted event");
@@ -1028,7 +1018,7 @@ fn external_topology_replaces_a_lost_etcd_host_then_a_lost_control_plane_host() 
     local.write_marker("before-faults");
     let field = |jsonpath: &str| local.named_cluster_field("external", jsonpath);
     let settled = || {
-        field("{.status.conditions[?(@.type==\"Available\")].status}") == "True"
+        local.condition("external", "Available", "status") == "True"
             && field("{.status.rollout}").is_empty()
             && field("{.status.controlPlane[*].components[*].ready}")
                 .split_whitespace()
@@ -1097,16 +1087,9 @@ fn short_lived_certificates_rotate_host_by_host_without_the_api_going_down() {
     local.up("stacked");
     let kubeconfig = local.state.join("kubeconfig");
     let gaps = GapProbe::start(&kubeconfig);
-    local.ok(
-        &local.state.join("management.kubeconfig"),
-        &[
-            "patch",
-            "cluster",
-            "stacked",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"certificates":{"validity":"3m","renewBefore":"2m"}}}"#,
-        ],
+    local.patch_cluster(
+        "stacked",
+        r#"{"spec":{"certificates":{"validity":"3m","renewBefore":"2m"}}}"#,
     );
     // The year-long leaves, those of the shortened validity, and their renewal a minute later.
     let mut expiries = std::collections::BTreeSet::new();
@@ -1184,21 +1167,10 @@ fn failover_benchmark() {
         .expect("timeout check in haproxy.cfg");
     let detection_partition = (setting("inter") + timeout_check) * setting("fall");
     let scaled = Instant::now();
-    local.ok(
-        &local.state.join("management.kubeconfig"),
-        &[
-            "patch",
-            "cluster",
-            "stacked",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"controlPlane":{"replicas":5}}}"#,
-        ],
-    );
+    local.patch_cluster("stacked", r#"{"spec":{"controlPlane":{"replicas":5}}}"#);
     eventually("five healthy members", Duration::from_secs(300), || {
         local.cluster_field("{.status.etcdMembers[*].healthy}") == "true true true true true"
-            && local.cluster_field("{.status.conditions[?(@.type==\"Progressing\")].status}")
-                == "False"
+            && local.condition("stacked", "Progressing", "status") == "False"
     });
     let add_floor = scaled.elapsed() / 2;
     local.down_leaves_nothing();
@@ -1246,26 +1218,15 @@ fn the_virtual_ip_moves_to_the_second_load_balancer_when_the_active_one_dies() {
     local.up("stacked");
     local.write_marker("before-vip");
     let management = local.state.join("management.kubeconfig");
-    local.ok(
-        &management,
-        &[
-            "patch",
-            "cluster",
-            "stacked",
-            "--type=merge",
-            "-p",
-            &format!(
+    local.patch_cluster("stacked", &format!(
                 r#"{{"spec":{{"loadBalancer":{{"host":null,"hosts":["lb","lb-2"],"virtualIP":"{VIP}"}}}}}}"#
-            ),
-        ],
-    );
+            ));
     eventually(
         "the endpoint at the virtual IP, available",
         Duration::from_secs(180),
         || {
             local.cluster_field("{.status.endpoint}") == format!("https://{VIP}:6443")
-                && local.cluster_field("{.status.conditions[?(@.type==\"Available\")].status}")
-                    == "True"
+                && local.condition("stacked", "Available", "status") == "True"
                 && local.cluster_field("{.status.rollout}").is_empty()
         },
     );
@@ -1280,23 +1241,11 @@ fn the_virtual_ip_moves_to_the_second_load_balancer_when_the_active_one_dies() {
                 &management,
                 &["get", "secret", &secret, "-o", "jsonpath={.data.value}"],
             );
-            let decoded = Command::new("base64")
-                .arg("-d")
-                .stdin(std::process::Stdio::piped())
-                .stdout(std::process::Stdio::piped())
-                .spawn()
-                .and_then(|mut child| {
-                    use std::io::Write;
-                    child
-                        .stdin
-                        .take()
-                        .expect("stdin")
-                        .write_all(encoded.as_bytes())?;
-                    child.wait_with_output()
-                })
-                .expect("base64 runs");
-            std::fs::write(&kubeconfig, &decoded.stdout).unwrap();
-            String::from_utf8_lossy(&decoded.stdout).contains(VIP)
+            let decoded =
+                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, encoded.trim())
+                    .unwrap_or_default();
+            std::fs::write(&kubeconfig, &decoded).unwrap();
+            String::from_utf8_lossy(&decoded).contains(VIP)
                 && local
                     .kubectl(&kubeconfig, &["get", "--raw", "/readyz"])
                     .status
