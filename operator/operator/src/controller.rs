@@ -599,47 +599,6 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
     }
 
     let etcd_roles = record_hosts(&etcd_hosts);
-    let units_of_control_plane = control_plane_units(&resolved.bundle);
-    let external_control_plane = if topology == Topology::External {
-        let rolling = status.rollout.as_ref().map(|r| r.host.as_str());
-        // A recorded host fails when hostd or its components do not answer (the host a change
-        // rolls through excepted: the rollout has its own timeout); a spare when hostd does not.
-        let recorded_hosts: Vec<String> = status
-            .control_plane
-            .iter()
-            .map(|c| c.host.clone())
-            .collect();
-        let mut failing = BTreeSet::new();
-        let mut dead = BTreeSet::new();
-        let mut clocks = ctx.failure_clocks.lock().await;
-        let clock = failure_clock(&mut clocks, cluster, &status);
-        for host in &allowed_control_plane {
-            let view = views.get(host).filter(|v| v.observed.reachable);
-            let healthy = view.is_some_and(|v| {
-                !recorded_hosts.contains(host)
-                    || rolling == Some(host.as_str())
-                    || units_of_control_plane
-                        .iter()
-                        .all(|u| v.observed.units.get(u) == Some(&true))
-            });
-            if let Some(failed_for) = clock.observe(host, healthy, SystemTime::now()) {
-                failing.insert(host.clone());
-                if recorded && failed_for > ctx.host_failure_threshold {
-                    dead.insert(host.clone());
-                }
-            }
-        }
-        Some(control_plane::hosts(&control_plane::Inputs {
-            recorded: &recorded_hosts,
-            placement: &resolved.valid.placement.control_plane,
-            allowed: &allowed_control_plane,
-            replicas: usize::try_from(cluster.spec.control_plane.replicas).unwrap_or(1),
-            failing: &failing,
-            dead: &dead,
-        }))
-    } else {
-        None
-    };
     let mut roles = Roles {
         control_plane: match topology {
             // An API server reads its own member: only a voter serves reads.
@@ -656,11 +615,22 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
                 })
                 .cloned()
                 .collect(),
-            Topology::External => external_control_plane.unwrap_or_default(),
+            Topology::External => {
+                external_control_plane(
+                    ctx,
+                    cluster,
+                    &status,
+                    &resolved,
+                    &views,
+                    &allowed_control_plane,
+                    recorded,
+                )
+                .await
+            }
         },
         etcd: etcd_roles,
         load_balancers: resolved.valid.placement.load_balancers.clone(),
-        control_plane_units: units_of_control_plane,
+        control_plane_units: control_plane_units(&resolved.bundle),
         rolling: None,
     };
     let etcd = pick(&roles.etcd);
@@ -1157,6 +1127,56 @@ fn allowed_etcd_hosts(topology: Topology, valid: &ValidCluster) -> Vec<String> {
             .cloned()
             .collect(),
     }
+}
+
+/// The External topology's control-plane hosts: the recorded ones, a host dead past the
+/// failure threshold (once the Cluster has been up) replaced by a healthy spare.
+async fn external_control_plane(
+    ctx: &Context,
+    cluster: &Cluster,
+    status: &ClusterStatus,
+    resolved: &Resolved,
+    views: &BTreeMap<String, HostView>,
+    allowed: &[String],
+    replaces: bool,
+) -> Vec<String> {
+    let units = control_plane_units(&resolved.bundle);
+    let rolling = status.rollout.as_ref().map(|r| r.host.as_str());
+    let recorded: Vec<String> = status
+        .control_plane
+        .iter()
+        .map(|c| c.host.clone())
+        .collect();
+    let mut failing = BTreeSet::new();
+    let mut dead = BTreeSet::new();
+    let mut clocks = ctx.failure_clocks.lock().await;
+    let clock = failure_clock(&mut clocks, cluster, status);
+    for host in allowed {
+        // A recorded host fails when hostd or its components do not answer (the host a change
+        // rolls through excepted: the rollout has its own timeout); a spare when hostd does not.
+        let healthy = views
+            .get(host)
+            .filter(|v| v.observed.reachable)
+            .is_some_and(|v| {
+                !recorded.contains(host)
+                    || rolling == Some(host.as_str())
+                    || units.iter().all(|u| v.observed.units.get(u) == Some(&true))
+            });
+        if let Some(failed_for) = clock.observe(host, healthy, SystemTime::now()) {
+            failing.insert(host.clone());
+            if replaces && failed_for > ctx.host_failure_threshold {
+                dead.insert(host.clone());
+            }
+        }
+    }
+    control_plane::hosts(&control_plane::Inputs {
+        recorded: &recorded,
+        placement: &resolved.valid.placement.control_plane,
+        allowed,
+        replicas: usize::try_from(cluster.spec.control_plane.replicas).unwrap_or(1),
+        failing: &failing,
+        dead: &dead,
+    })
 }
 
 /// This Cluster's failure clock; a leader that has none yet resumes the one the status recorded.
