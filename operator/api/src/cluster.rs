@@ -208,6 +208,13 @@ pub struct CertificatesSpec {
     /// Leaf certificates are re-issued this long before they expire.
     #[serde(default = "default_renew_before")]
     pub renew_before: String,
+    /// Set to a new value (a date, a ticket number) to rotate the cluster, etcd and
+    /// front-proxy certificate authorities in stages: the new authorities are trusted
+    /// everywhere first, then every leaf is re-issued by them, then the old ones are dropped.
+    /// `status.authorityRotation` follows the stages; the admin kubeconfig Secret is updated
+    /// at each of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority_rotation: Option<String>,
 }
 
 impl Default for CertificatesSpec {
@@ -215,6 +222,7 @@ impl Default for CertificatesSpec {
         CertificatesSpec {
             validity: default_validity(),
             renew_before: default_renew_before(),
+            authority_rotation: None,
         }
     }
 }
@@ -261,6 +269,9 @@ pub struct ClusterStatus {
     /// one serving host at a time; absent when every host runs what the spec asks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<RolloutStatus>,
+    /// The last certificate-authority rotation `spec.certificates.authorityRotation` asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authority_rotation: Option<AuthorityRotationStatus>,
     /// When the first of the cluster's certificates expires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub certificates_expire: Option<Time>,
@@ -313,6 +324,29 @@ pub struct RolloutStatus {
     /// time; a spec change resumes it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub halted_generation: Option<i64>,
+}
+
+/// A staged rotation of the certificate authorities.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthorityRotationStatus {
+    /// The `spec.certificates.authorityRotation` value this rotation answers.
+    pub request: String,
+    pub phase: AuthorityRotationPhase,
+    pub last_transition_time: Time,
+}
+
+/// The stages of a certificate-authority rotation, each rolled through every host before the
+/// next begins.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum AuthorityRotationPhase {
+    /// New authorities made; every component trusts both the old and the new.
+    TrustingNew,
+    /// Every leaf certificate re-issued by the new authorities; both still trusted.
+    ReissuingLeaves,
+    /// The old authorities dropped; only the new are trusted.
+    DroppingOld,
+    Completed,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -333,6 +333,15 @@ pub fn validate(
         }
     }
 
+    if let Some(request) = &spec.certificates.authority_rotation {
+        if request.is_empty() || request.len() > 253 {
+            error(
+                "spec.certificates.authorityRotation",
+                format!("Invalid value: {request:?}: must be 1 to 253 characters, or left out"),
+            );
+        }
+    }
+
     match (network, validity, renew_before) {
         (Some(network), Some(certificate_validity), Some(renew_before)) if errors.is_empty() => {
             let (etcd, etcd_spares) = if spec.topology == Topology::Stacked {

@@ -45,7 +45,8 @@ pub enum Command {
     Down,
     /// Prints the local Cluster as a table.
     Status,
-    /// Prints the path of the local Cluster's admin kubeconfig.
+    /// Writes the local Cluster's admin kubeconfig afresh from its Secret and prints its path
+    /// (run it again after a certificate-authority rotation).
     Kubeconfig,
 }
 
@@ -85,16 +86,6 @@ pub async fn run(cli: Cli) -> Result<(), Error> {
         } => local::up(&cli.state_dir, topology, timeout_seconds).await,
         Command::Down => local::down(&cli.state_dir),
         Command::Status => local::status(&cli.state_dir).await,
-        Command::Kubeconfig => {
-            let path = cli.state_dir.join("kubeconfig");
-            if !path.exists() {
-                return Err(Error::Other(format!(
-                    "{} does not exist; run `hakube up` first",
-                    path.display()
-                )));
-            }
-            println!("{}", path.display());
-            Ok(())
-        }
+        Command::Kubeconfig => local::kubeconfig(&cli.state_dir).await,
     }
 }

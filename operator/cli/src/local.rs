@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use hakube_operator_api::cluster::ClusterStatus;
 use hakube_operator_api::{Cluster, Host};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -375,14 +376,7 @@ pub async fn up(
         tokio::time::sleep(Duration::from_millis(250)).await;
     };
     let status = available.status.unwrap_or_default();
-    let secret_name = status.admin_kubeconfig_secret.unwrap_or_default();
-    let cluster_secrets: Api<Secret> = Api::namespaced(client, &namespace);
-    let secret = cluster_secrets.get(&secret_name).await?;
-    let kubeconfig = hakube_operator::secrets::string_data(&secret)
-        .get("value")
-        .cloned()
-        .ok_or_else(|| Error::Other(format!("Secret {secret_name} has no kubeconfig")))?;
-    fs::write(state.path("kubeconfig"), kubeconfig).map_err(io("writing the kubeconfig"))?;
+    write_admin_kubeconfig(&state, client, &namespace, &status).await?;
     say(
         started,
         &format!("Available at {}", status.endpoint.unwrap_or_default()),
@@ -490,19 +484,63 @@ pub fn down(state_dir: &Path) -> Result<(), Error> {
 }
 
 /// The local Cluster as a table, with its conditions.
-pub async fn status(state_dir: &Path) -> Result<(), Error> {
-    let state = State {
-        dir: state_dir.to_path_buf(),
-    };
+/// Writes the Cluster's admin kubeconfig from its Secret, which the operator updates when it
+/// renews the admin certificate or rotates the authorities.
+async fn write_admin_kubeconfig(
+    state: &State,
+    client: kube::Client,
+    namespace: &str,
+    status: &ClusterStatus,
+) -> Result<PathBuf, Error> {
+    let secret_name = status.admin_kubeconfig_secret.clone().unwrap_or_default();
+    let cluster_secrets: Api<Secret> = Api::namespaced(client, namespace);
+    let secret = cluster_secrets.get(&secret_name).await?;
+    let kubeconfig = hakube_operator::secrets::string_data(&secret)
+        .get("value")
+        .cloned()
+        .ok_or_else(|| Error::Other(format!("Secret {secret_name} has no kubeconfig")))?;
+    let path = state.path("kubeconfig");
+    fs::write(&path, kubeconfig).map_err(io("writing the kubeconfig"))?;
+    Ok(path)
+}
+
+/// The local Cluster `up` made, by namespace and name, and a client of the management API.
+async fn local_cluster(state: &State) -> Result<(kube::Client, String, String), Error> {
     let recorded = fs::read_to_string(state.path("cluster"))
         .map_err(|_| Error::Other("no local cluster; run `hakube up` first".into()))?;
     let (namespace, name) = recorded
         .trim()
         .split_once('/')
         .unwrap_or(("default", recorded.trim()));
-    let client = management::client(&state).await?;
-    let cluster = Api::<Cluster>::namespaced(client, namespace)
-        .get(name)
+    Ok((
+        management::client(state).await?,
+        namespace.to_string(),
+        name.to_string(),
+    ))
+}
+
+/// Refreshes the local Cluster's admin kubeconfig and prints its path.
+pub async fn kubeconfig(state_dir: &Path) -> Result<(), Error> {
+    let state = State {
+        dir: state_dir.to_path_buf(),
+    };
+    let (client, namespace, name) = local_cluster(&state).await?;
+    let cluster = Api::<Cluster>::namespaced(client.clone(), &namespace)
+        .get(&name)
+        .await?;
+    let status = cluster.status.unwrap_or_default();
+    let path = write_admin_kubeconfig(&state, client, &namespace, &status).await?;
+    println!("{}", path.display());
+    Ok(())
+}
+
+pub async fn status(state_dir: &Path) -> Result<(), Error> {
+    let state = State {
+        dir: state_dir.to_path_buf(),
+    };
+    let (client, namespace, name) = local_cluster(&state).await?;
+    let cluster = Api::<Cluster>::namespaced(client, &namespace)
+        .get(&name)
         .await?;
     let status = cluster.status.clone().unwrap_or_default();
     let available = status

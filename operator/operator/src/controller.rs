@@ -13,14 +13,14 @@ use hakube_hostd_api::client::{connect_lazy, ClientOptions, ClientTls};
 use hakube_hostd_api::v1::hostd_client::HostdClient;
 use hakube_hostd_api::v1::{self as hostd};
 use hakube_operator_api::cluster::{
-    ClusterStatus, ComponentStatus, ControlPlaneHostStatus, EtcdHostStatus, EtcdMemberStatus,
-    FailingHostStatus, RolloutStatus,
+    AuthorityRotationPhase, AuthorityRotationStatus, ClusterStatus, ComponentStatus,
+    ControlPlaneHostStatus, EtcdHostStatus, EtcdMemberStatus, FailingHostStatus, RolloutStatus,
 };
 use hakube_operator_api::validation::{validate, InventoryHost, ValidCluster};
 use hakube_operator_api::{Cluster, Host, Topology};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
-use kube::api::{ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
@@ -30,6 +30,7 @@ use serde_json::json;
 use tokio::sync::Mutex;
 use tonic::transport::Channel;
 
+use crate::authorities::{self, Rotation};
 use crate::bundles::{self, Bundle};
 use crate::control_plane;
 use crate::members::{self, FailureClock, HostCheck, ListedMember};
@@ -412,7 +413,11 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
     );
     status.endpoint = Some(endpoint.clone());
 
-    // The PKI.
+    // The PKI, at the stage the recorded certificate-authority rotation is in.
+    let rotation = status.authority_rotation.as_ref().map(|r| Rotation {
+        request: r.request.clone(),
+        phase: r.phase,
+    });
     let pick = |names: &[String]| -> BTreeMap<String, IpAddr> {
         names
             .iter()
@@ -455,9 +460,10 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         etcd: &etcd_certified,
         validity: resolved.valid.certificate_validity,
         renew_before: resolved.valid.renew_before,
+        stage: authorities::stage(rotation.as_ref()),
     };
     let (pki, changed) = pki::ensure(&inputs, &existing)?;
-    for (name, data) in &changed {
+    for (name, data) in &changed.written {
         let secret = json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {
@@ -475,13 +481,20 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
             )
             .await?;
     }
-    if !changed.is_empty() {
+    for name in &changed.removed {
+        match secrets.delete(name, &DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if !changed.written.is_empty() {
         publish(
             ctx,
             cluster,
             EventType::Normal,
             "CertificatesIssued",
-            &format!("issued or renewed {} secrets", changed.len()),
+            &format!("issued or renewed {} secrets", changed.written.len()),
         )
         .await;
     }
@@ -994,6 +1007,69 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         );
     }
     status.rollout = rolled.record.as_ref().map(rollout_status);
+    let membership_done = membership_plan
+        .as_ref()
+        .is_none_or(|p| p.step == membership::Step::Done);
+    if let Some(rotation) = rotation
+        .as_ref()
+        .filter(|r| r.phase != AuthorityRotationPhase::Completed)
+    {
+        if rolled.halted.is_none() {
+            set_progressing(
+                &mut status,
+                cluster.spec.paused,
+                "RotatingAuthorities",
+                &format!(
+                    "certificate-authority rotation {:?}: {}",
+                    rotation.request,
+                    rotation_stage_text(rotation.phase)
+                ),
+                generation,
+            );
+        }
+    }
+    // The next phase is recorded here and acted on from the next reconcile, so a new leader
+    // resumes from what the status says the PKI is doing.
+    let progress = authorities::Progress {
+        settled: planned.available
+            && changed.is_empty()
+            && membership_done
+            && rolled.record.is_none()
+            && rolled.halted.is_none()
+            && rollout_hosts.iter().all(|h| h.current && h.serving),
+        bringing_up: !recorded && !was_available,
+    };
+    if let Some(next) = authorities::advance(
+        cluster.spec.certificates.authority_rotation.as_deref(),
+        rotation.as_ref(),
+        progress,
+    ) {
+        publish(
+            ctx,
+            cluster,
+            EventType::Normal,
+            if next.phase == AuthorityRotationPhase::Completed {
+                "AuthoritiesRotated"
+            } else {
+                "RotatingAuthorities"
+            },
+            &format!(
+                "certificate-authority rotation {:?}: {}",
+                next.request,
+                rotation_stage_text(next.phase)
+            ),
+        )
+        .await;
+        status.authority_rotation = Some(AuthorityRotationStatus {
+            request: next.request,
+            phase: next.phase,
+            last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+        });
+    }
+    let rotating = status
+        .authority_rotation
+        .as_ref()
+        .is_some_and(|r| r.phase != AuthorityRotationPhase::Completed);
     {
         let watched: BTreeSet<&String> =
             allowed_etcd.iter().chain(&allowed_control_plane).collect();
@@ -1095,10 +1171,8 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
     status.observed_generation = generation;
     write_status(ctx, cluster, &status).await?;
     ctx.metrics.conditions(cluster, &status);
-    let settled = membership_plan
-        .as_ref()
-        .is_none_or(|p| p.step == membership::Step::Done)
-        && (rolled.record.is_none() || rolled.halted.is_some());
+    let settled =
+        membership_done && !rotating && (rolled.record.is_none() || rolled.halted.is_some());
     // A cluster coming up or a failing host is watched closely: each stage of a bring-up
     // waits on the one before, and a failure threshold runs out between reconciles.
     Ok(Action::requeue(if planned.available && settled {
@@ -1272,7 +1346,9 @@ async fn etcd_client(
     timeout: Duration,
 ) -> Result<etcd_client::Client, String> {
     let tls = etcd_client::TlsOptions::new()
-        .ca_certificate(etcd_client::Certificate::from_pem(pki.etcd_ca_cert.clone()))
+        .ca_certificate(etcd_client::Certificate::from_pem(
+            pki.etcd_ca_bundle.clone(),
+        ))
         .identity(etcd_client::Identity::from_pem(
             pki.etcd_healthcheck_client.cert_pem.clone(),
             pki.etcd_healthcheck_client.key_pem.clone(),
@@ -1842,6 +1918,21 @@ fn owner(cluster: &Cluster) -> OwnerReference {
         uid: cluster.uid().unwrap_or_default(),
         controller: Some(true),
         block_owner_deletion: Some(true),
+    }
+}
+
+fn rotation_stage_text(phase: AuthorityRotationPhase) -> &'static str {
+    match phase {
+        AuthorityRotationPhase::TrustingNew => {
+            "new authorities made; every host is brought to trust both old and new"
+        }
+        AuthorityRotationPhase::ReissuingLeaves => {
+            "every leaf certificate is re-issued by the new authorities"
+        }
+        AuthorityRotationPhase::DroppingOld => {
+            "the old authorities are dropped; only the new are trusted"
+        }
+        AuthorityRotationPhase::Completed => "completed",
     }
 }
 

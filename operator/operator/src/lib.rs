@@ -4,6 +4,7 @@
 //! takes it and reports status.
 #![forbid(unsafe_code)]
 
+pub mod authorities;
 pub mod bundles;
 pub mod control_plane;
 pub mod controller;

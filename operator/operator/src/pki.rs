@@ -26,9 +26,10 @@ pub struct EtcdMemberCerts {
 /// Every certificate and kubeconfig the Cluster's hosts need.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClusterPki {
-    pub ca: KeyAndCert,
-    pub etcd_ca_cert: String,
-    pub front_proxy_ca_cert: String,
+    /// The cluster authorities trusted (PEM, one or two certificates during a rotation).
+    pub ca_bundle: String,
+    pub etcd_ca_bundle: String,
+    pub front_proxy_ca_bundle: String,
     pub service_account_key: String,
     pub service_account_public: String,
     /// By host name.
@@ -60,6 +61,94 @@ pub struct PkiInputs<'a> {
     pub etcd: &'a BTreeMap<String, IpAddr>,
     pub validity: Duration,
     pub renew_before: Duration,
+    pub stage: Stage,
+}
+
+/// Where the authorities stand in a staged rotation (see `crate::authorities`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stage {
+    /// One authority of each kind signs and is trusted; any next authority left is removed.
+    Steady,
+    /// Next authorities (`<part>-next` Secrets) are trusted beside the current ones, and
+    /// sign the leaves once `sign_with_next`.
+    BothTrusted { sign_with_next: bool },
+    /// The next authorities replace the current ones, which are trusted no more.
+    Promote,
+}
+
+/// The Secrets [`ensure`] changed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PkiChanges {
+    pub written: SecretsData,
+    pub removed: Vec<String>,
+}
+
+impl PkiChanges {
+    pub fn is_empty(&self) -> bool {
+        self.written.is_empty() && self.removed.is_empty()
+    }
+}
+
+/// An authority kind's signer and the certificates trusted for it.
+struct Authorities {
+    signer: Authority,
+    trusted: String,
+}
+
+fn authorities(
+    inputs: &PkiInputs,
+    existing: &SecretsData,
+    part: &str,
+    common_name: &str,
+    changes: &mut PkiChanges,
+) -> Result<Authorities, PkiError> {
+    let name = secret_name(inputs.cluster, part);
+    let next_name = secret_name(inputs.cluster, &format!("{part}-next"));
+    let read = |name: &str| {
+        existing
+            .get(name)
+            .and_then(|d| Authority::from_pem(d.get(TLS_CERT)?, d.get(TLS_KEY)?).ok())
+    };
+    let read_or_generate = |name: &str, changes: &mut PkiChanges| match read(name) {
+        Some(ca) => Ok(ca),
+        None => {
+            let ca = Authority::generate(common_name, CA_VALIDITY)?;
+            changes
+                .written
+                .insert(name.to_string(), tls_data(&ca.to_pem()?));
+            Ok::<_, PkiError>(ca)
+        }
+    };
+    let single = |signer: Authority| -> Result<Authorities, PkiError> {
+        Ok(Authorities {
+            trusted: signer.cert_pem()?,
+            signer,
+        })
+    };
+    match inputs.stage {
+        Stage::Steady => {
+            if existing.contains_key(&next_name) {
+                changes.removed.push(next_name);
+            }
+            single(read_or_generate(&name, changes)?)
+        }
+        Stage::BothTrusted { sign_with_next } => {
+            let current = read_or_generate(&name, changes)?;
+            let next = read_or_generate(&next_name, changes)?;
+            let trusted = format!("{}{}", current.cert_pem()?, next.cert_pem()?);
+            let signer = if sign_with_next { next } else { current };
+            Ok(Authorities { signer, trusted })
+        }
+        Stage::Promote => match read(&next_name) {
+            Some(next) => {
+                changes.written.insert(name, tls_data(&next.to_pem()?));
+                changes.removed.push(next_name);
+                single(next)
+            }
+            // Promoted in an earlier reconcile.
+            None => single(read_or_generate(&name, changes)?),
+        },
+    }
 }
 
 /// The Secret names of a Cluster's PKI.
@@ -68,30 +157,22 @@ pub fn secret_name(cluster: &str, part: &str) -> String {
 }
 
 /// The PKI from `existing` Secrets, issuing what is missing, expiring within `renewBefore`,
-/// signed by another CA, or lacking a name it now needs. Returns the Secrets that changed.
+/// signed by another authority than the stage's signer, or lacking a name it now needs.
 pub fn ensure(
     inputs: &PkiInputs,
     existing: &SecretsData,
-) -> Result<(ClusterPki, SecretsData), PkiError> {
-    let mut changed = SecretsData::new();
-    let ca_secret = |part: &str, cn: &str, changed: &mut SecretsData| {
-        let name = secret_name(inputs.cluster, part);
-        let found = existing
-            .get(&name)
-            .and_then(|d| Authority::from_pem(d.get(TLS_CERT)?, d.get(TLS_KEY)?).ok());
-        match found {
-            Some(ca) => Ok(ca),
-            None => {
-                let ca = Authority::generate(cn, CA_VALIDITY)?;
-                let pem = ca.to_pem()?;
-                changed.insert(name, tls_data(&pem));
-                Ok::<_, PkiError>(ca)
-            }
-        }
-    };
-    let ca = ca_secret("ca", "kubernetes", &mut changed)?;
-    let etcd_ca = ca_secret("etcd-ca", "etcd-ca", &mut changed)?;
-    let front_proxy_ca = ca_secret("front-proxy-ca", "front-proxy-ca", &mut changed)?;
+) -> Result<(ClusterPki, PkiChanges), PkiError> {
+    let mut changes = PkiChanges::default();
+    let ca = authorities(inputs, existing, "ca", "kubernetes", &mut changes)?;
+    let etcd_ca = authorities(inputs, existing, "etcd-ca", "etcd-ca", &mut changes)?;
+    let front_proxy_ca = authorities(
+        inputs,
+        existing,
+        "front-proxy-ca",
+        "front-proxy-ca",
+        &mut changes,
+    )?;
+    let mut changed = std::mem::take(&mut changes.written);
 
     let sa_name = secret_name(inputs.cluster, "sa");
     let (sa_key, sa_pub) = match existing
@@ -154,8 +235,14 @@ pub fn ensure(
         let mut peer = LeafRequest::new(host, Usage::ServerAndClient, validity);
         peer.dns_names = vec![host.clone()];
         peer.ip_addresses = vec![*ip];
-        let server = leaf(&etcd_ca, secret.clone(), "server.", server, &mut changed)?;
-        let peer = leaf(&etcd_ca, secret, "peer.", peer, &mut changed)?;
+        let server = leaf(
+            &etcd_ca.signer,
+            secret.clone(),
+            "server.",
+            server,
+            &mut changed,
+        )?;
+        let peer = leaf(&etcd_ca.signer, secret, "peer.", peer, &mut changed)?;
         etcd_members.insert(host.clone(), EtcdMemberCerts { server, peer });
     }
 
@@ -183,7 +270,7 @@ pub fn ensure(
         let secret = secret_name(inputs.cluster, &format!("apiserver-{host}"));
         apiservers.insert(
             host.clone(),
-            leaf(&ca, secret, "tls.", request, &mut changed)?,
+            leaf(&ca.signer, secret, "tls.", request, &mut changed)?,
         );
     }
 
@@ -194,54 +281,53 @@ pub fn ensure(
     };
     let named = |part: &str| secret_name(inputs.cluster, part);
     let apiserver_etcd_client = leaf(
-        &etcd_ca,
+        &etcd_ca.signer,
         named("apiserver-etcd-client"),
         "tls.",
         client("kube-apiserver-etcd-client", &[]),
         &mut changed,
     )?;
     let etcd_healthcheck_client = leaf(
-        &etcd_ca,
+        &etcd_ca.signer,
         named("etcd-healthcheck-client"),
         "tls.",
         client("kube-etcd-healthcheck-client", &[]),
         &mut changed,
     )?;
     let apiserver_kubelet_client = leaf(
-        &ca,
+        &ca.signer,
         named("apiserver-kubelet-client"),
         "tls.",
         client("kube-apiserver-kubelet-client", &["kubeadm:cluster-admins"]),
         &mut changed,
     )?;
     let scheduler = leaf(
-        &ca,
+        &ca.signer,
         named("scheduler"),
         "tls.",
         client("system:kube-scheduler", &[]),
         &mut changed,
     )?;
     let controller_manager = leaf(
-        &ca,
+        &ca.signer,
         named("controller-manager"),
         "tls.",
         client("system:kube-controller-manager", &[]),
         &mut changed,
     )?;
     let admin = leaf(
-        &ca,
+        &ca.signer,
         named("admin"),
         "tls.",
         client("kubernetes-admin", &["system:masters"]),
         &mut changed,
     )?;
 
-    let ca_pem = ca.to_pem()?;
     let local = format!("https://127.0.0.1:{}", crate::render::APISERVER_PORT);
     let admin_kubeconfig = hakube_pki::kubeconfig(
         inputs.cluster,
         inputs.endpoint,
-        &ca_pem.cert_pem,
+        &ca.trusted,
         "kubernetes-admin",
         &admin,
     );
@@ -253,8 +339,8 @@ pub fn ensure(
         );
     }
     let pki = ClusterPki {
-        etcd_ca_cert: etcd_ca.cert_pem()?,
-        front_proxy_ca_cert: front_proxy_ca.cert_pem()?,
+        etcd_ca_bundle: etcd_ca.trusted,
+        front_proxy_ca_bundle: front_proxy_ca.trusted,
         service_account_key: sa_key,
         service_account_public: sa_pub,
         etcd_members,
@@ -264,23 +350,24 @@ pub fn ensure(
         scheduler_kubeconfig: hakube_pki::kubeconfig(
             inputs.cluster,
             &local,
-            &ca_pem.cert_pem,
+            &ca.trusted,
             "system:kube-scheduler",
             &scheduler,
         ),
         controller_manager_kubeconfig: hakube_pki::kubeconfig(
             inputs.cluster,
             &local,
-            &ca_pem.cert_pem,
+            &ca.trusted,
             "system:kube-controller-manager",
             &controller_manager,
         ),
         admin_kubeconfig,
         etcd_healthcheck_client,
         earliest_expiry: expiries.into_iter().min(),
-        ca: ca_pem,
+        ca_bundle: ca.trusted,
     };
-    Ok((pki, changed))
+    changes.written = changed;
+    Ok((pki, changes))
 }
 
 /// A key pair as a `kubernetes.io/tls` Secret's data.

@@ -177,7 +177,7 @@ pub fn etcd_member(
         flags.push(("auto-compaction-retention", compaction.retention.clone()));
     }
     let member = pki.etcd_members.get(host);
-    let mut files = vec![file("pki/etcd/ca.crt", &pki.etcd_ca_cert, 0o644)];
+    let mut files = vec![file("pki/etcd/ca.crt", &pki.etcd_ca_bundle, 0o644)];
     if let Some(m) = member {
         files.extend([
             file("pki/etcd/server.crt", &m.server.cert_pem, 0o644),
@@ -214,8 +214,8 @@ pub fn control_plane_host(
     let has = |binary: &str| bundle_binaries.iter().any(|b| b == binary);
     let mut plan = HostPlan {
         files: vec![
-            file("pki/ca.crt", &pki.ca.cert_pem, 0o644),
-            file("pki/etcd/ca.crt", &pki.etcd_ca_cert, 0o644),
+            file("pki/ca.crt", &pki.ca_bundle, 0o644),
+            file("pki/etcd/ca.crt", &pki.etcd_ca_bundle, 0o644),
             file(
                 "pki/apiserver-etcd-client.crt",
                 &pki.apiserver_etcd_client.cert_pem,

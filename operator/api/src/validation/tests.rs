@@ -243,6 +243,12 @@ fn durations_flags_and_etcd_settings_are_checked() {
     assert_eq!(fields(&spec), ["spec.certificates.validity"]);
 
     let mut spec = stacked();
+    spec.certificates.authority_rotation = Some(String::new());
+    assert_eq!(fields(&spec), ["spec.certificates.authorityRotation"]);
+    spec.certificates.authority_rotation = Some("2026-11-22".into());
+    assert!(validate(&spec, &inventory(), &versions()).is_ok());
+
+    let mut spec = stacked();
     spec.components
         .apiserver
         .extra_args

@@ -79,6 +79,7 @@ fn pki() -> ClusterPki {
         etcd: &cp,
         validity: std::time::Duration::from_secs(86_400),
         renew_before: std::time::Duration::from_secs(3_600),
+        stage: crate::pki::Stage::Steady,
     };
     ensure(&inputs, &SecretsData::new()).unwrap().0
 }
