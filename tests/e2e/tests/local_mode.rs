@@ -518,6 +518,12 @@ struct GapProbe {
 
 impl GapProbe {
     fn start(kubeconfig: &Path) -> GapProbe {
+        GapProbe::start_refreshing(kubeconfig, || {})
+    }
+
+    /// Polls as [`GapProbe::start`] does, calling `refresh` after each unanswered request: a
+    /// client that fetches a new kubeconfig when its credentials stop working.
+    fn start_refreshing(kubeconfig: &Path, refresh: impl Fn() + Send + 'static) -> GapProbe {
         use std::sync::atomic::Ordering;
         use std::time::Instant;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -536,6 +542,8 @@ impl GapProbe {
                     if answered {
                         longest = longest.max(last_ok.elapsed());
                         last_ok = Instant::now();
+                    } else {
+                        refresh();
                     }
                     std::thread::sleep(Duration::from_millis(50));
                 }
@@ -1129,6 +1137,133 @@ fn short_lived_certificates_rotate_host_by_host_without_the_api_going_down() {
         String::from_utf8_lossy(&served.stdout)
     );
     local.down_leaves_nothing();
+}
+
+/// A staged rotation of the certificate authorities: the new ones trusted everywhere, then every
+/// leaf re-issued by them, then the old dropped, each phase rolled host by host. A client that
+/// refreshes its kubeconfig from the Cluster's Secret when refused keeps being answered; the
+/// kubeconfig from before the rotation is refused afterwards; etcd keeps its members and data.
+#[test]
+fn a_staged_authority_rotation_keeps_the_api_answering_and_leaves_only_the_new_authorities() {
+    let local = Local::new();
+    local.up("stacked");
+    local.write_marker("before-rotation");
+    let kubeconfig = local.state.join("kubeconfig");
+    let before = local.state.join("kubeconfig-before-rotation");
+    std::fs::copy(&kubeconfig, &before).expect("the kubeconfig copied");
+    let old_ca = kubeconfig_ca(&before);
+    let gaps = {
+        let hakube = bin_dir().join("hakube");
+        let state = local.state.clone();
+        GapProbe::start_refreshing(&kubeconfig, move || {
+            let _ = Command::new(&hakube)
+                .arg("--state-dir")
+                .arg(&state)
+                .arg("kubeconfig")
+                .output();
+        })
+    };
+    local.patch_cluster(
+        "stacked",
+        r#"{"spec":{"certificates":{"authorityRotation":"2026-11-22"}}}"#,
+    );
+    let started = std::time::Instant::now();
+    let mut phases: Vec<String> = Vec::new();
+    eventually(
+        "the rotation completes with the cluster available",
+        Duration::from_secs(420),
+        || {
+            let phase = local.cluster_field("{.status.authorityRotation.phase}");
+            if !phase.is_empty() && phases.last() != Some(&phase) {
+                phases.push(phase.clone());
+            }
+            phase == "Completed"
+                && local.cluster_field("{.status.authorityRotation.request}") == "2026-11-22"
+                && local.condition("stacked", "Available", "status") == "True"
+                && local.cluster_field("{.status.rollout}").is_empty()
+        },
+    );
+    let longest_gap = gaps.finish();
+    println!(
+        "authority rotation through {phases:?} in {:?}: longest API gap {longest_gap:?}",
+        started.elapsed()
+    );
+    // Each phase gives way to the next only once the hosts have rolled, so each is seen.
+    assert_eq!(
+        phases,
+        ["TrustingNew", "ReissuingLeaves", "DroppingOld", "Completed"]
+    );
+    assert!(
+        longest_gap < Duration::from_secs(3),
+        "the API went unanswered for {longest_gap:?}"
+    );
+    assert!(local.has_event("RotatingAuthorities"));
+    assert!(local.has_event("AuthoritiesRotated"));
+
+    let refreshed = local.hakube(&["kubeconfig"]);
+    assert!(refreshed.status.success());
+    let new_ca = kubeconfig_ca(&kubeconfig);
+    assert_eq!(new_ca.matches("BEGIN CERTIFICATE").count(), 1, "{new_ca}");
+    assert_ne!(new_ca, old_ca);
+    local.assert_marker("before-rotation");
+    // The served certificate chains to the new authority only.
+    let ca_file = local.state.join("new-ca.crt");
+    std::fs::write(&ca_file, &new_ca).expect("the CA written");
+    let old_ca_file = local.state.join("old-ca.crt");
+    std::fs::write(&old_ca_file, &old_ca).expect("the CA written");
+    for host in ["10.77.0.11", "10.77.0.12", "10.77.0.13"] {
+        assert!(served_certificate_verifies(host, &ca_file), "{host}");
+        assert!(!served_certificate_verifies(host, &old_ca_file), "{host}");
+    }
+    // The old credentials are refused; etcd's members all serve with the new peer certificates.
+    let stale = local.kubectl(&before, &["get", "namespaces", "--request-timeout=5s"]);
+    assert!(!stale.status.success(), "the old kubeconfig still works");
+    assert_eq!(
+        local.cluster_field("{.status.etcdMembers[*].healthy}"),
+        "true true true"
+    );
+    let secrets = local.ok(
+        &local.state.join("management.kubeconfig"),
+        &["get", "secrets", "-o", "name"],
+    );
+    assert!(
+        !secrets.contains("-next"),
+        "next authorities left: {secrets}"
+    );
+    local.down_leaves_nothing();
+}
+
+/// The certificate-authority PEM a kubeconfig trusts.
+fn kubeconfig_ca(kubeconfig: &Path) -> String {
+    use base64::Engine;
+    let out = Command::new("kubectl")
+        .env("KUBECONFIG", kubeconfig)
+        .args([
+            "config",
+            "view",
+            "--raw",
+            "-o",
+            "jsonpath={.clusters[0].cluster.certificate-authority-data}",
+        ])
+        .output()
+        .expect("kubectl runs");
+    let pem = base64::engine::general_purpose::STANDARD
+        .decode(String::from_utf8_lossy(&out.stdout).trim())
+        .expect("base64 certificate-authority-data");
+    String::from_utf8(pem).expect("PEM text")
+}
+
+/// Whether the API server at `address` serves a certificate that verifies against `ca_file`.
+fn served_certificate_verifies(address: &str, ca_file: &Path) -> bool {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {address}:6443 -CAfile {} -verify_return_error </dev/null",
+            ca_file.display()
+        ))
+        .output()
+        .expect("openssl runs");
+    String::from_utf8_lossy(&out.stdout).contains("Verify return code: 0 (ok)")
 }
 
 /// `make bench` (scripts/bench-failover.sh): the API gap through HAProxy when the etcd leader's
