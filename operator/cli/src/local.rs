@@ -346,15 +346,23 @@ pub async fn up(
             .as_ref()
             .map(|s| s.conditions.clone())
             .unwrap_or_default();
-        if conditions
-            .iter()
-            .any(|c| c.type_ == "Available" && c.status == "True")
-        {
+        let holds = |type_: &str| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == type_ && c.status == "True")
+        };
+        // Every host up, not only the first API server answering.
+        if holds("Available") && holds("ControlPlaneReady") {
             break current;
         }
         let progress = conditions
             .iter()
-            .find(|c| (c.type_ == "Valid" || c.type_ == "Available") && c.status == "False")
+            .find(|c| {
+                matches!(
+                    c.type_.as_str(),
+                    "Valid" | "Available" | "ControlPlaneReady"
+                ) && c.status == "False"
+            })
             .map(|c| format!("{}: {}", c.reason, c.message))
             .unwrap_or_else(|| "waiting for the operator".into());
         if progress != last {

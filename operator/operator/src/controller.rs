@@ -895,6 +895,15 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         .conditions
         .iter()
         .any(|c| c.type_ == "Available" && c.status == "True");
+    let waiting = [
+        &planned.etcd_quorum,
+        &planned.control_plane_ready,
+        &planned.load_balancer_ready,
+    ]
+    .into_iter()
+    .find(|c| !c.ok)
+    .map(|c| c.message.clone())
+    .unwrap_or_default();
     if planned.available {
         set_condition(
             &mut status,
@@ -904,6 +913,17 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
             &format!("the API answers at {endpoint}"),
             generation,
         );
+    } else {
+        set_condition(
+            &mut status,
+            "Available",
+            false,
+            "NotAvailable",
+            &waiting,
+            generation,
+        );
+    }
+    if planned.complete {
         set_condition(
             &mut status,
             "Progressing",
@@ -913,23 +933,6 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
             generation,
         );
     } else {
-        let waiting = [
-            &planned.etcd_quorum,
-            &planned.control_plane_ready,
-            &planned.load_balancer_ready,
-        ]
-        .into_iter()
-        .find(|c| !c.ok)
-        .map(|c| c.message.clone())
-        .unwrap_or_default();
-        set_condition(
-            &mut status,
-            "Available",
-            false,
-            "NotAvailable",
-            &waiting,
-            generation,
-        );
         set_progressing(
             &mut status,
             cluster.spec.paused,
@@ -939,14 +942,19 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         );
     }
     let unhealthy_members = members.iter().filter(|m| !m.healthy).count();
+    // Once the Cluster has been complete, anything missing degrades it, served or not.
+    let incomplete = recorded && !planned.complete;
     if !unreachable.is_empty()
+        || incomplete
         || (was_available && !planned.available)
         || (planned.available && unhealthy_members > 0)
     {
-        let message = if unreachable.is_empty() {
+        let message = if !unreachable.is_empty() {
+            format!("hosts not reachable: {}", unreachable.join(", "))
+        } else if unhealthy_members > 0 {
             format!("{unhealthy_members} etcd member(s) unhealthy")
         } else {
-            format!("hosts not reachable: {}", unreachable.join(", "))
+            waiting.clone()
         };
         set_condition(
             &mut status,
@@ -1031,13 +1039,13 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
     // The next phase is recorded here and acted on from the next reconcile, so a new leader
     // resumes from what the status says the PKI is doing.
     let progress = authorities::Progress {
-        settled: planned.available
+        settled: planned.complete
             && changed.is_empty()
             && membership_done
             && rolled.record.is_none()
             && rolled.halted.is_none()
             && rollout_hosts.iter().all(|h| h.current && h.serving),
-        bringing_up: !recorded && !was_available,
+        bringing_up: !recorded,
     };
     if let Some(next) = authorities::advance(
         cluster.spec.certificates.authority_rotation.as_deref(),
@@ -1121,17 +1129,14 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         .await;
     }
     status.phase = Some(
-        if planned.available {
-            if unhealthy_members > 0
-                || !unreachable.is_empty()
-                || membership_degraded.is_some()
-                || rolled.halted.is_some()
-            {
-                "Degraded"
-            } else {
-                "Running"
-            }
-        } else if recorded || was_available {
+        if planned.complete
+            && unhealthy_members == 0
+            && unreachable.is_empty()
+            && membership_degraded.is_none()
+            && rolled.halted.is_none()
+        {
+            "Running"
+        } else if recorded {
             "Degraded"
         } else {
             "Provisioning"
@@ -1139,7 +1144,8 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         .into(),
     );
     status.etcd_members = members;
-    if recorded || planned.available {
+    // Placement is recorded once every member and control-plane host has come up together.
+    if recorded || planned.complete {
         status.etcd_hosts = etcd_hosts;
     }
     status.control_plane = roles
@@ -1175,7 +1181,7 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         membership_done && !rotating && (rolled.record.is_none() || rolled.halted.is_some());
     // A cluster coming up or a failing host is watched closely: each stage of a bring-up
     // waits on the one before, and a failure threshold runs out between reconciles.
-    Ok(Action::requeue(if planned.available && settled {
+    Ok(Action::requeue(if planned.complete && settled {
         Duration::from_secs(15)
     } else {
         Duration::from_millis(500)
@@ -2029,3 +2035,6 @@ pub fn set_condition(
         }),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -58,7 +58,12 @@ pub struct Plan {
     pub etcd_quorum: Check,
     pub control_plane_ready: Check,
     pub load_balancer_ready: Check,
+    /// The API answers through the load balancer, backed by an etcd quorum and at least one
+    /// control-plane host with every component ready: clients are served, even while a
+    /// failing host waits to be replaced.
     pub available: bool,
+    /// Available with every control-plane host ready: nothing is missing.
+    pub complete: bool,
 }
 
 /// A condition's status with its reason and message.
@@ -128,6 +133,17 @@ pub fn plan(roles: &Roles, observed: &Observed) -> Plan {
         )
     };
 
+    let host_ready = |host: &String| {
+        roles.control_plane_units.iter().all(|unit| {
+            observed
+                .hosts
+                .get(host)
+                .and_then(|o| o.units.get(unit))
+                .copied()
+                .unwrap_or(false)
+        })
+    };
+    let serving = roles.control_plane.iter().any(host_ready);
     let not_ready: Vec<String> = roles
         .control_plane
         .iter()
@@ -207,8 +223,9 @@ pub fn plan(roles: &Roles, observed: &Observed) -> Plan {
             }
         }
     }
-    let available = etcd_quorum.ok && control_plane_ready.ok && load_balancer_ready.ok;
-    if available && unreachable.is_empty() {
+    let available = etcd_quorum.ok && serving && load_balancer_ready.ok;
+    let complete = available && control_plane_ready.ok;
+    if complete && unreachable.is_empty() {
         steps.push(Step::Done);
     }
     Plan {
@@ -217,6 +234,7 @@ pub fn plan(roles: &Roles, observed: &Observed) -> Plan {
         control_plane_ready,
         load_balancer_ready,
         available,
+        complete,
     }
 }
 

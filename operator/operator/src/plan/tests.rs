@@ -129,8 +129,37 @@ fn available_needs_the_endpoint_through_haproxy() {
     assert_eq!(p.load_balancer_ready.reason, "EndpointNotReady");
     observed.endpoint_ready = true;
     let p = plan(&roles(), &observed);
-    assert!(p.available);
+    assert!(p.available && p.complete);
     assert_eq!(p.steps.last(), Some(&Step::Done));
+}
+
+#[test]
+fn a_failing_control_plane_host_leaves_the_cluster_available_but_not_complete() {
+    let mut observed = fresh();
+    healthy(&mut observed, &["cp-1", "cp-3"]);
+    control_plane_up(&mut observed);
+    observed
+        .hosts
+        .insert("cp-2".into(), ObservedHost::default());
+    observed
+        .hosts
+        .insert("lb".into(), reachable(&[("haproxy", true)]));
+    observed.endpoint_ready = true;
+    let p = plan(&roles(), &observed);
+    assert!(p.available && !p.complete);
+    assert!(!p.control_plane_ready.ok);
+    assert!(!p.steps.contains(&Step::Done));
+    assert_eq!(
+        p.steps.first(),
+        Some(&Step::WaitForHosts(vec!["cp-2".into()]))
+    );
+
+    // Served by no host with every component ready, the cluster is not available.
+    for host in ["cp-1", "cp-3"] {
+        unit_not_ready(&mut observed, host, "kube-scheduler");
+    }
+    let p = plan(&roles(), &observed);
+    assert!(!p.available && !p.complete);
 }
 
 #[test]
