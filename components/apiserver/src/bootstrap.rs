@@ -37,6 +37,15 @@ fn target(
     })
 }
 
+/// The API server itself, writing its own objects.
+fn system_user() -> UserInfo {
+    UserInfo {
+        name: "system:apiserver".into(),
+        groups: vec!["system:masters".into()],
+        ..Default::default()
+    }
+}
+
 async fn create_if_absent(state: &State, t: &Target, object: Value) -> Result<(), ApiError> {
     // Checked first: a Service that exists holds its address, and a second create of it would
     // fail allocation before it could fail as a duplicate.
@@ -57,14 +66,9 @@ async fn create_if_absent(state: &State, t: &Target, object: Value) -> Result<()
         return Ok(());
     }
     let body = serde_json::to_vec(&object).unwrap_or_default();
-    let system = UserInfo {
-        name: "system:apiserver".into(),
-        groups: vec!["system:masters".into()],
-        ..Default::default()
-    };
     match rest::create(
         state,
-        &system,
+        &system_user(),
         t,
         &HashMap::new(),
         &http::HeaderMap::new(),
@@ -153,11 +157,38 @@ async fn reconcile_endpoints(state: &State, address: &str, port: u16) -> Result<
     write_endpoints(state, None, port).await
 }
 
+/// Writes the `kubernetes` Endpoints and EndpointSlice from the live leases. Servers starting
+/// together race: each write carries the resourceVersion read before the leases, so a server
+/// that read fewer leases than another has since written conflicts and reads again.
 async fn write_endpoints(
     state: &State,
     excluding: Option<&str>,
     port: u16,
 ) -> Result<(), ApiError> {
+    const ATTEMPTS: usize = 5;
+    let mut attempt = 1;
+    loop {
+        match try_write_endpoints(state, excluding, port).await {
+            Err(e) if e.code == 409 && attempt < ATTEMPTS => attempt += 1,
+            written => return written,
+        }
+    }
+}
+
+async fn try_write_endpoints(
+    state: &State,
+    excluding: Option<&str>,
+    port: u16,
+) -> Result<(), ApiError> {
+    let endpoints_target = target("", "endpoints", Some("default"), Some("kubernetes"))?;
+    let slice_target = target(
+        "discovery.k8s.io",
+        "endpointslices",
+        Some("default"),
+        Some("kubernetes"),
+    )?;
+    let endpoints_version = resource_version(state, &endpoints_target).await?;
+    let slice_version = resource_version(state, &slice_target).await?;
     let mut addresses = state
         .store
         .master_leases()
@@ -185,34 +216,47 @@ async fn write_endpoints(
         "endpoints": addresses.iter().map(|ip| json!({"addresses": [ip], "conditions": {"ready": true}})).collect::<Vec<_>>(),
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     });
-    put(
-        state,
-        target("", "endpoints", Some("default"), Some("kubernetes"))?,
-        endpoints,
-    )
-    .await?;
-    put(
-        state,
-        target(
-            "discovery.k8s.io",
-            "endpointslices",
-            Some("default"),
-            Some("kubernetes"),
-        )?,
-        slice,
-    )
-    .await
+    put_at(state, endpoints_target, endpoints, endpoints_version).await?;
+    put_at(state, slice_target, slice, slice_version).await
 }
 
-/// Creates or replaces an object, writing nothing when it is already as wanted.
-async fn put(state: &State, t: Target, object: Value) -> Result<(), ApiError> {
-    let body = serde_json::to_vec(&object).unwrap_or_default();
-    match rest::update(state, &t, &HashMap::new(), &http::HeaderMap::new(), &body).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.code == 404 => {
-            let collection = Target { name: None, ..t };
-            create_if_absent(state, &collection, object).await
-        }
+/// The stored object's resourceVersion, `None` when there is none yet.
+async fn resource_version(state: &State, t: &Target) -> Result<Option<String>, ApiError> {
+    match rest::get(state, t).await {
+        Ok((_, object)) => Ok(object
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string)),
+        Err(e) if e.code == 404 => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Replaces the object if it is still at `version`, or creates it if there was none; 409 when
+/// another writer came first.
+async fn put_at(
+    state: &State,
+    t: Target,
+    mut object: Value,
+    version: Option<String>,
+) -> Result<(), ApiError> {
+    let Some(version) = version else {
+        let body = serde_json::to_vec(&object).unwrap_or_default();
+        let collection = Target { name: None, ..t };
+        return rest::create(
+            state,
+            &system_user(),
+            &collection,
+            &HashMap::new(),
+            &http::HeaderMap::new(),
+            &body,
+        )
+        .await
+        .map(|_| ());
+    };
+    object["metadata"]["resourceVersion"] = json!(version);
+    let body = serde_json::to_vec(&object).unwrap_or_default();
+    rest::update(state, &t, &HashMap::new(), &http::HeaderMap::new(), &body)
+        .await
+        .map(|_| ())
 }

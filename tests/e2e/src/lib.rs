@@ -192,14 +192,18 @@ impl ControlPlane {
             .expect("scripts/pki.sh runs");
         assert!(status.success(), "pki.sh failed");
         let apiserver = Self::spawn_apiserver(&etcd, port, &pki, dir.path(), extra_args);
+        // Each advertises its own loopback address (127.0.0.2, …), as hosts of a control plane do.
         let beside: Vec<(u16, Child)> = (0..others)
             .map(|i| {
                 let port = free_port();
                 let log_dir = dir.path().join(format!("apiserver-{i}"));
                 std::fs::create_dir_all(&log_dir).expect("a log directory");
+                let advertise = format!("127.0.0.{}", i + 2);
+                let mut args = extra_args.to_vec();
+                args.extend(["--advertise-address", &advertise]);
                 (
                     port,
-                    Self::spawn_apiserver(&etcd, port, &pki, &log_dir, extra_args),
+                    Self::spawn_apiserver(&etcd, port, &pki, &log_dir, &args),
                 )
             })
             .collect();

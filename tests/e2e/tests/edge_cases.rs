@@ -169,6 +169,29 @@ fn api_servers_starting_together_share_the_default_objects() {
         .filter_map(|s| s["metadata"]["name"].as_str())
         .collect();
     assert_eq!(names, ["kubernetes"]);
+    // Each registers in the `kubernetes` endpoints; racing first writes are retried, not lost
+    // until the next reconcile (10 s later).
+    eventually(
+        "every API server in the kubernetes endpoints",
+        Duration::from_secs(5),
+        || {
+            let endpoints = cp.get_json(&["endpoints", "kubernetes", "-n", "default"]);
+            let mut ips: Vec<String> = endpoints["subsets"][0]["addresses"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|a| a["ip"].as_str().map(str::to_string))
+                .collect();
+            ips.sort();
+            ips == [
+                "127.0.0.1",
+                "127.0.0.2",
+                "127.0.0.3",
+                "127.0.0.4",
+                "127.0.0.5",
+            ]
+        },
+    );
     for (_, child) in &mut others {
         let _ = child.kill();
         let _ = child.wait();
