@@ -59,6 +59,12 @@ pub const WATCHER_QUEUE: usize = 2_000;
 /// The bytes of objects a watcher may have queued before it is cut off: a client that stops
 /// reading large objects is let go long before it has pinned many of them.
 pub const WATCHER_QUEUE_BYTES: usize = 16 << 20;
+/// Revisions before its load a cache replays into its history, at most: plenty for a client
+/// that listed just before the load (the first watch of a type creates its cache) or watched
+/// through another API server, without holding the previous state of every object changed in
+/// the last `--default-watch-cache-size` revisions (upstream replays none). A client further
+/// behind gets 410 and relists.
+const REPLAY_REVISIONS: usize = 1_000;
 /// Events whose wire lines and parsed objects stay made: the newest ones, where nearly every
 /// watcher being fed is. An event deeper in some watcher's queue is made again for it.
 const DERIVED_KEPT: usize = 100;
@@ -476,7 +482,8 @@ impl Cache {
         // the load: clients resume from resourceVersions they got earlier (from etcd, or from
         // another API server). Changes up to `loaded` only fill the history, and reach the
         // watches that resume from before them.
-        let mut from = (loaded - self.capacity as i64 + 1).max(1);
+        let replayed = self.capacity.min(REPLAY_REVISIONS) as i64;
+        let mut from = (loaded - replayed + 1).max(1);
         {
             let mut state = self
                 .state

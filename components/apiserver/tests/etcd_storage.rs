@@ -94,6 +94,17 @@ async fn patch_data(state: &State, name: &str, key: String) -> Result<Value, u16
         .map_err(|e| e.code)
 }
 
+/// The ConfigMap `counter` that the patch tests write to.
+async fn create_counter(state: &State) {
+    create(
+        state,
+        "configmaps",
+        json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"counter"}}),
+    )
+    .await
+    .unwrap();
+}
+
 fn service(name: &str, ty: &str) -> Value {
     json!({"apiVersion":"v1","kind":"Service","metadata":{"name":name},"spec":{"type":ty,"ports":[{"port":80}]}})
 }
@@ -157,13 +168,7 @@ async fn concurrent_service_creates_never_share_an_address_or_port() {
 async fn concurrent_patches_lose_no_update() {
     let etcd = Etcd::start();
     let state = state(&etcd, "10.96.0.0/24").await;
-    create(
-        &state,
-        "configmaps",
-        json!({"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"counter"}}),
-    )
-    .await
-    .unwrap();
+    create_counter(&state).await;
     let patches = (0..25).map(|i| {
         let state = state.clone();
         async move {
@@ -296,4 +301,55 @@ async fn pages_read_one_revision_despite_concurrent_writes() {
     .unwrap_err();
     assert_eq!(err.code, 410);
     assert_eq!(err.reason, "Expired");
+}
+
+/// A type's watch cache, made after more than a thousand changes, replays only the last 1,000
+/// revisions from before its load: a watch resuming within them gets every change it missed, one
+/// resuming from further back is refused as too old (its client relists; upstream refuses every
+/// watch from before its cache).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_new_watch_cache_replays_only_the_recent_changes_from_before_its_load() {
+    use hakube_apiserver::cache::{CacheError, From};
+    let etcd = Etcd::start();
+    let state = state(&etcd, "10.96.0.0/24").await;
+    create_counter(&state).await;
+    let mut revisions = Vec::new();
+    for i in 0..1_200 {
+        let written = patch_data(&state, "counter", format!("k{i}"))
+            .await
+            .unwrap();
+        let rv = written["metadata"]["resourceVersion"].as_str().unwrap();
+        revisions.push(rv.parse::<i64>().unwrap());
+    }
+    let latest = *revisions.last().unwrap();
+    let prefix = state.store.collection("configmaps", None);
+    let cache = state.caches.get(&state.store, &prefix);
+    assert!(cache.wait_for(0, std::time::Duration::from_secs(10)).await);
+
+    let too_old = revisions[100];
+    match cache.subscribe(&prefix, From::After(too_old)) {
+        Err(CacheError::TooOld { requested, oldest }) => {
+            assert_eq!(requested, too_old);
+            assert_eq!(oldest, latest - 1_000);
+        }
+        Ok(_) => panic!("a watch from 1,100 changes back was served"),
+    }
+
+    let resumed = revisions[1_099];
+    let mut subscription = cache.subscribe(&prefix, From::After(resumed)).unwrap();
+    let mut seen: Vec<i64> = std::mem::take(&mut subscription.replay)
+        .iter()
+        .map(|e| e.revision)
+        .collect();
+    while seen.last() != Some(&latest) {
+        let event = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            subscription.next_event(),
+        )
+        .await
+        .expect("the rest of the replay")
+        .expect("an open subscription");
+        seen.push(event.revision);
+    }
+    assert_eq!(seen, revisions[1_100..]);
 }
