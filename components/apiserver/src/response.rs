@@ -7,7 +7,8 @@ use std::convert::Infallible;
 use bytes::Bytes;
 use hakube_apimachinery::status::ApiError;
 use http::{header, HeaderValue, Response, StatusCode};
-use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited, StreamBody};
+use hyper::body::Frame;
 use serde_json::Value;
 
 pub type Body = BoxBody<Bytes, Infallible>;
@@ -36,6 +37,20 @@ pub fn text(
     content_type: &'static str,
 ) -> Response<Body> {
     let mut resp = Response::new(full(body));
+    *resp.status_mut() = code;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// A body sent chunk by chunk, each made only when the connection is ready for it.
+pub fn stream(
+    code: StatusCode,
+    chunks: impl Iterator<Item = Bytes> + Send + Sync + 'static,
+    content_type: &'static str,
+) -> Response<Body> {
+    let frames = futures::stream::iter(chunks.map(|b| Ok::<_, Infallible>(Frame::data(b))));
+    let mut resp = Response::new(BodyExt::boxed(StreamBody::new(frames)));
     *resp.status_mut() = code;
     resp.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

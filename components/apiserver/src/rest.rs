@@ -585,13 +585,14 @@ fn list_limit(query: &HashMap<String, String>) -> Result<i64, ApiError> {
     }
 }
 
-/// A list served from the watch cache as bytes: the stored JSON of each object copied into the
-/// answer, with no parsing or re-encoding. Only for resources served exactly as stored.
+/// A list served from the watch cache as bytes: the stored JSON of each object framed as a
+/// `<Kind>List`, with no parsing or re-encoding, in chunks made as the client takes them so a
+/// large list is never held whole. Only for resources served exactly as stored.
 pub async fn list_raw(
     state: &State,
     t: &Target,
     query: &HashMap<String, String>,
-) -> Result<Option<bytes::Bytes>, ApiError> {
+) -> Result<Option<impl Iterator<Item = bytes::Bytes> + Send + Sync + 'static>, ApiError> {
     if t.def.is_events_v1() || t.def.custom.is_some() || t.def.storage == Storage::Review {
         return Ok(None);
     }
@@ -608,19 +609,48 @@ pub async fn list_raw(
         "metadata": {"resourceVersion": revision.to_string()},
     })
     .to_string();
-    let size = items.iter().map(|i| i.json.len() + 1).sum::<usize>() + head.len() + 16;
-    let mut out = Vec::with_capacity(size);
+    Ok(Some(list_chunks(head, items)))
+}
+
+/// Bytes per chunk of a raw list: large enough that framing costs nothing, small enough that
+/// a list in flight holds little besides its objects (which the cache holds anyway).
+const LIST_CHUNK_BYTES: usize = 64 << 10;
+
+/// `head` (a list's JSON without its items) with `items` as its `items`, in chunks.
+fn list_chunks(
+    head: String,
+    items: Vec<Arc<CachedObject>>,
+) -> impl Iterator<Item = bytes::Bytes> + Send + Sync + 'static {
     // `{"kind":...,"metadata":{...}` without its closing brace, then the items.
-    out.extend_from_slice(&head.as_bytes()[..head.len() - 1]);
-    out.extend_from_slice(b",\"items\":[");
-    for (i, item) in items.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
+    let mut opening = head.into_bytes();
+    opening.pop();
+    opening.extend_from_slice(b",\"items\":[");
+    let mut opening = Some(opening);
+    let mut items = items.into_iter().enumerate();
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
         }
-        out.extend_from_slice(&item.json);
-    }
-    out.extend_from_slice(b"]}");
-    Ok(Some(bytes::Bytes::from(out)))
+        let mut chunk = opening.take().unwrap_or_default();
+        chunk.reserve(LIST_CHUNK_BYTES);
+        while chunk.len() < LIST_CHUNK_BYTES {
+            match items.next() {
+                Some((i, item)) => {
+                    if i > 0 {
+                        chunk.push(b',');
+                    }
+                    chunk.extend_from_slice(&item.json);
+                }
+                None => {
+                    chunk.extend_from_slice(b"]}");
+                    done = true;
+                    break;
+                }
+            }
+        }
+        Some(bytes::Bytes::from(chunk))
+    })
 }
 
 fn continue_error(e: StoreError, continuing: bool) -> ApiError {
@@ -1828,6 +1858,42 @@ pub async fn delete_collection(
 mod tests {
     use super::*;
     use crate::registry::lookup;
+
+    fn cached(n: usize, bytes: usize) -> Arc<CachedObject> {
+        let json = json!({"metadata": {"name": format!("o{n}")}, "data": "x".repeat(bytes)});
+        Arc::new(CachedObject {
+            key: format!("/registry/configmaps/default/o{n}"),
+            mod_revision: n as i64,
+            json: bytes::Bytes::from(json.to_string()),
+        })
+    }
+
+    #[test]
+    fn a_raw_list_comes_in_bounded_chunks_that_join_into_the_list() {
+        let head = json!({"kind": "ConfigMapList", "metadata": {"resourceVersion": "7"}});
+        let items: Vec<_> = (0..300).map(|n| cached(n, 1_000)).collect();
+        let chunks: Vec<bytes::Bytes> = list_chunks(head.to_string(), items).collect();
+        assert!(chunks.len() > 1, "{} chunks", chunks.len());
+        assert!(chunks.iter().all(|c| c.len() < LIST_CHUNK_BYTES + 1_100));
+        let joined: Vec<u8> = chunks.concat();
+        let list: Value = serde_json::from_slice(&joined).expect("one JSON document");
+        assert_eq!(list["kind"], "ConfigMapList");
+        assert_eq!(list["metadata"]["resourceVersion"], "7");
+        let names: Vec<&str> = list["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|i| i["metadata"]["name"].as_str())
+            .collect();
+        let expected: Vec<String> = (0..300).map(|n| format!("o{n}")).collect();
+        assert_eq!(names, expected);
+
+        let empty: Vec<u8> = list_chunks(head.to_string(), Vec::new())
+            .collect::<Vec<_>>()
+            .concat();
+        let list: Value = serde_json::from_slice(&empty).expect("one JSON document");
+        assert_eq!(list["items"], json!([]));
+    }
 
     #[test]
     fn continue_tokens_round_trip_and_reject_garbage() {

@@ -77,9 +77,11 @@ pub async fn serve(
                         .and_then(|certs| certs.first())
                         .and_then(|c| user_from_certificate(c.as_ref()));
                     let service = service_fn(move |req| {
-                        let state = state.clone();
-                        let cert_user = cert_user.clone();
-                        async move { Ok::<_, Infallible>(handle(state, cert_user, req).await) }
+                        // Boxed: hyper keeps each HTTP/2 stream's task sized for its service
+                        // future for as long as the stream lives, and a watch stream lives on
+                        // long after the handler's large state machine has finished.
+                        let handling = Box::pin(handle(state.clone(), cert_user.clone(), req));
+                        async move { Ok::<_, Infallible>(handling.await) }
                     });
                     let builder = auto::Builder::new(TokioExecutor::new());
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -465,8 +467,8 @@ async fn resource(
             return watch::serve(state.clone(), &t, &query, table, labels.clone()).await;
         }
         if table.is_none() && t.name.is_none() {
-            if let Some(raw) = rest::list_raw(state, &t, &query).await? {
-                return Ok(response::text(StatusCode::OK, raw, "application/json"));
+            if let Some(chunks) = rest::list_raw(state, &t, &query).await? {
+                return Ok(response::stream(StatusCode::OK, chunks, "application/json"));
             }
         }
         let (code, body) = match &t.name {
