@@ -26,6 +26,9 @@ sched_pods=${BENCH_SCHED_PODS:-10000}
 sched_concurrency=${BENCH_SCHED_CONCURRENCY:-16}
 kcm_replicas=${BENCH_KCM_REPLICAS:-1000}
 kcm_concurrency=${BENCH_KCM_CONCURRENCY:-64}
+# The sections to run (BENCH_ONLY="cache" re-measures one figure).
+only=${BENCH_ONLY:-write cache sched kcm}
+wants() { [[ " $only " == *" $1 "* ]]; }
 
 cargo build --release -q -p hakube-apiserver -p hakube-scheduler -p hakube-controller-manager -p hakube-loadgen
 work=$(mktemp -d /var/tmp/hakube-bench.XXXXXX)
@@ -73,27 +76,35 @@ loadgen() {
     --cert "$work/$name-pki/admin.crt" --key "$work/$name-pki/admin.key" "$@"
 }
 
+if wants write; then
 start write
 echo "write benchmark: ${concurrency} concurrent writers, ${seconds}s each, 1 KiB ConfigMaps ($(nproc) cores)"
 loadgen write --etcd "http://127.0.0.1:$etcd_port" --concurrency "$concurrency" --seconds "$seconds"
 stop
+fi
 
+if wants cache; then
 start cache
 echo "watch-cache benchmarks: ${pods} Pods of 2 KiB, ${watchers} watchers ($(nproc) cores)"
 loadgen cache --mode watch-cache --apiserver-pid "$api_pid" --concurrency "$concurrency" \
   --pods "$pods" --lists "$lists" --watchers "$watchers" --watch-seconds "$watch_seconds"
 stop
+fi
 
+if wants sched; then
 start sched
 echo "scheduler benchmark: ${sched_nodes} Ready nodes, ${sched_pods} pending pods, ${sched_concurrency} concurrent bindings ($(nproc) cores)"
 loadgen sched --mode scheduler --nodes "$sched_nodes" --pods "$sched_pods" \
   --concurrency "$sched_concurrency" --scheduler-bin "$target/release/hakube-scheduler" \
   --kubeconfig "$work/sched-pki/admin.kubeconfig" --work-dir "$work"
 stop
+fi
 
+if wants kcm; then
 start kcm
 echo "controller-manager benchmark: a Deployment scaled 0 -> ${kcm_replicas}, limit at ${kcm_concurrency} concurrent creates ($(nproc) cores)"
 loadgen kcm --mode controller-manager --replicas "$kcm_replicas" --concurrency "$kcm_concurrency" \
   --controller-manager-bin "$target/release/hakube-controller-manager" \
   --kubeconfig "$work/kcm-pki/admin.kubeconfig" --work-dir "$work"
 stop
+fi
