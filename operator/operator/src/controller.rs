@@ -102,6 +102,8 @@ pub struct Context {
     /// the rollout.
     pub rollout_host_timeout: Duration,
     agents: Mutex<BTreeMap<String, HostdClient<Channel>>>,
+    /// Bundles hosts were asked to fetch ahead of need, by hostd endpoint and version.
+    prefetched: Mutex<BTreeSet<(String, String)>>,
     /// By Cluster (`<namespace>-<name>`); a new leader resumes them from the status.
     failure_clocks: Mutex<BTreeMap<String, FailureClock>>,
 }
@@ -130,6 +132,7 @@ impl Context {
             host_failure_threshold,
             rollout_host_timeout,
             agents: Mutex::default(),
+            prefetched: Mutex::default(),
             failure_clocks: Mutex::default(),
         }
     }
@@ -463,7 +466,8 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         stage: authorities::stage(rotation.as_ref()),
     };
     let (pki, changed) = pki::ensure(&inputs, &existing)?;
-    for (name, data) in &changed.written {
+    // Together: a new Cluster's first reconcile writes some twenty of them.
+    futures::future::try_join_all(changed.written.iter().map(|(name, data)| {
         let secret = json!({
             "apiVersion": "v1", "kind": "Secret",
             "metadata": {
@@ -473,14 +477,18 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
             },
             "stringData": data,
         });
-        secrets
-            .patch(
-                name,
-                &PatchParams::apply(FIELD_MANAGER).force(),
-                &Patch::Apply(&secret),
-            )
-            .await?;
-    }
+        let secrets = &secrets;
+        async move {
+            secrets
+                .patch(
+                    name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&secret),
+                )
+                .await
+        }
+    }))
+    .await?;
     for name in &changed.removed {
         match secrets.delete(name, &DeleteParams::default()).await {
             Ok(_) => {}
@@ -802,6 +810,13 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         for step in &planned.steps {
             match step {
                 Step::EnsureEtcd => {
+                    // While etcd forms, the control-plane hosts fetch the bundle their
+                    // components will run from, so that stage starts with it at hand.
+                    if !planned.steps.contains(&Step::EnsureControlPlane) {
+                        for host in control_plane_plans.keys() {
+                            prefetch_bundle(ctx, &resolved, host, &resolved.bundle).await?;
+                        }
+                    }
                     for (host, plan) in &etcd_plans {
                         if !rolled.held.contains(host) {
                             ensure_host(ctx, cluster, &resolved, &views, host, plan, None).await?;
@@ -1626,6 +1641,58 @@ fn host_paths(
     })
 }
 
+/// Has `host` fetch and check `bundle` (hostd keeps it; a second fetch of a kept version
+/// returns at once).
+async fn fetch_bundle(
+    ctx: &Context,
+    resolved: &Resolved,
+    host: &str,
+    bundle: &Bundle,
+) -> Result<(), Error> {
+    let mut agent = ctx.agent(host, &resolved.endpoints[host]).await?;
+    agent
+        .fetch_bundle(hostd::FetchBundleRequest {
+            version: bundle.version.clone(),
+            url: format!("{}/bundles/{}.tar.gz", ctx.artifact_url, bundle.version),
+            sha256: bundle.sha256.clone(),
+        })
+        .await
+        .map_err(hostd_error(host))?;
+    Ok(())
+}
+
+/// Starts `host` fetching `bundle`, once per host and version, without waiting: hostd fetches
+/// one bundle at a time, so a later [`fetch_bundle`] waits for this one to finish.
+async fn prefetch_bundle(
+    ctx: &Context,
+    resolved: &Resolved,
+    host: &str,
+    bundle: &Bundle,
+) -> Result<(), Error> {
+    let endpoint = &resolved.endpoints[host];
+    let first = ctx
+        .prefetched
+        .lock()
+        .await
+        .insert((endpoint.clone(), bundle.version.clone()));
+    if !first {
+        return Ok(());
+    }
+    let mut agent = ctx.agent(host, endpoint).await?;
+    let request = hostd::FetchBundleRequest {
+        version: bundle.version.clone(),
+        url: format!("{}/bundles/{}.tar.gz", ctx.artifact_url, bundle.version),
+        sha256: bundle.sha256.clone(),
+    };
+    let host = host.to_string();
+    tokio::spawn(async move {
+        if let Err(e) = agent.fetch_bundle(request).await {
+            tracing::debug!(%host, error = %e, "prefetching a bundle");
+        }
+    });
+    Ok(())
+}
+
 async fn ensure_host(
     ctx: &Context,
     cluster: &Cluster,
@@ -1637,17 +1704,10 @@ async fn ensure_host(
 ) -> Result<(), Error> {
     let paths = host_paths(resolved, views, host)?;
     let hostd_error = hostd_error(host);
-    let mut agent = ctx.agent(host, &resolved.endpoints[host]).await?;
     if let Some(bundle) = bundle {
-        agent
-            .fetch_bundle(hostd::FetchBundleRequest {
-                version: bundle.version.clone(),
-                url: format!("{}/bundles/{}.tar.gz", ctx.artifact_url, bundle.version),
-                sha256: bundle.sha256.clone(),
-            })
-            .await
-            .map_err(hostd_error)?;
+        fetch_bundle(ctx, resolved, host, bundle).await?;
     }
+    let mut agent = ctx.agent(host, &resolved.endpoints[host]).await?;
     for file in &plan.files {
         agent
             .write_file(hostd::WriteFileRequest {

@@ -1,5 +1,5 @@
 //! The next step for a Cluster, from what was observed: bring-up goes etcd → quorum →
-//! control plane → load balancer → endpoint, never past a stage whose health is not there yet.
+//! control plane and load balancer → endpoint, never past a stage whose health is not there yet.
 //! Every ensure is idempotent (hostd leaves identical units alone), so taking a step again
 //! is safe. Pure: conditions and phase come out of here too.
 
@@ -212,12 +212,12 @@ pub fn plan(roles: &Roles, observed: &Observed) -> Plan {
         steps.push(Step::EnsureEtcd);
         if etcd_quorum.ok && reachable(&roles.control_plane) {
             steps.push(Step::EnsureControlPlane);
-            // The load balancer goes in once there is something healthy to balance.
-            if control_plane_ready.ok
-                && roles
-                    .load_balancers
-                    .iter()
-                    .any(|h| !unreachable.contains(h))
+            // The load balancer goes in beside the control plane: its own checks take each
+            // API server in once it is ready, so the endpoint answers as soon as one is.
+            if roles
+                .load_balancers
+                .iter()
+                .any(|h| !unreachable.contains(h))
             {
                 steps.push(Step::EnsureLoadBalancer);
             }
