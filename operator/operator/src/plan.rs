@@ -212,12 +212,15 @@ pub fn plan(roles: &Roles, observed: &Observed) -> Plan {
         steps.push(Step::EnsureEtcd);
         if etcd_quorum.ok && reachable(&roles.control_plane) {
             steps.push(Step::EnsureControlPlane);
-            // The load balancer goes in beside the control plane: its own checks take each
-            // API server in once it is ready, so the endpoint answers as soon as one is.
-            if roles
-                .load_balancers
-                .iter()
-                .any(|h| !unreachable.contains(h))
+            // Where HAProxy runs nowhere yet, it goes in beside the control plane: its checks
+            // take each API server in once ready, so the endpoint answers as soon as one is.
+            // Once it runs it changes only with a ready control plane, as a reload starts every
+            // listed server as up until its checks fail.
+            if (control_plane_ready.ok || !haproxy_ready)
+                && roles
+                    .load_balancers
+                    .iter()
+                    .any(|h| !unreachable.contains(h))
             {
                 steps.push(Step::EnsureLoadBalancer);
             }

@@ -107,6 +107,16 @@ fn the_load_balancer_goes_in_with_the_control_plane_once_etcd_has_quorum() {
         "not ready: kube-scheduler on cp-2"
     );
     assert!(p.steps.contains(&Step::EnsureLoadBalancer));
+
+    // Once HAProxy runs, its configuration changes only with every component ready.
+    observed
+        .hosts
+        .insert("lb".into(), reachable(&[("haproxy", true)]));
+    let p = plan(&roles(), &observed);
+    assert!(!p.steps.contains(&Step::EnsureLoadBalancer));
+    control_plane_up(&mut observed);
+    let p = plan(&roles(), &observed);
+    assert!(p.steps.contains(&Step::EnsureLoadBalancer));
 }
 
 #[test]
