@@ -886,19 +886,30 @@ fn scales_three_five_three(cluster: &str) {
             .find(|reason| l.contains(reason))
         })
         .collect();
+    // A removal etcd applied but answered with an error (its leader changing under the call)
+    // is not logged as such: the fence mark written before it finishes the step. So each
+    // `MemberRemoved` is optional, and when present it comes right before its `HostFenced`.
+    for (i, change) in changes.iter().enumerate() {
+        if *change == "MemberRemoved" {
+            assert_eq!(changes.get(i + 1), Some(&"HostFenced"), "{changes:?}");
+        }
+    }
+    let without_removals: Vec<&str> = changes
+        .iter()
+        .copied()
+        .filter(|c| *c != "MemberRemoved")
+        .collect();
     assert_eq!(
-        changes,
+        without_removals,
         [
             "MemberAdded",
             "MemberPromoted",
             "MemberAdded",
             "MemberPromoted",
-            "MemberRemoved",
             "HostFenced",
-            "MemberRemoved",
             "HostFenced",
         ],
-        "membership changes, in order"
+        "membership changes, in order: {changes:?}"
     );
     local.assert_marker("before-scaling");
     local.down_leaves_nothing();
