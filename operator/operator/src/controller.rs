@@ -1641,6 +1641,15 @@ fn host_paths(
     })
 }
 
+/// What hostd needs to fetch `bundle` from the operator's artifact endpoint and check it.
+fn bundle_request(ctx: &Context, bundle: &Bundle) -> hostd::FetchBundleRequest {
+    hostd::FetchBundleRequest {
+        version: bundle.version.clone(),
+        url: format!("{}/bundles/{}.tar.gz", ctx.artifact_url, bundle.version),
+        sha256: bundle.sha256.clone(),
+    }
+}
+
 /// Has `host` fetch and check `bundle` (hostd keeps it; a second fetch of a kept version
 /// returns at once).
 async fn fetch_bundle(
@@ -1651,11 +1660,7 @@ async fn fetch_bundle(
 ) -> Result<(), Error> {
     let mut agent = ctx.agent(host, &resolved.endpoints[host]).await?;
     agent
-        .fetch_bundle(hostd::FetchBundleRequest {
-            version: bundle.version.clone(),
-            url: format!("{}/bundles/{}.tar.gz", ctx.artifact_url, bundle.version),
-            sha256: bundle.sha256.clone(),
-        })
+        .fetch_bundle(bundle_request(ctx, bundle))
         .await
         .map_err(hostd_error(host))?;
     Ok(())
@@ -1679,11 +1684,7 @@ async fn prefetch_bundle(
         return Ok(());
     }
     let mut agent = ctx.agent(host, endpoint).await?;
-    let request = hostd::FetchBundleRequest {
-        version: bundle.version.clone(),
-        url: format!("{}/bundles/{}.tar.gz", ctx.artifact_url, bundle.version),
-        sha256: bundle.sha256.clone(),
-    };
+    let request = bundle_request(ctx, bundle);
     let host = host.to_string();
     tokio::spawn(async move {
         if let Err(e) = agent.fetch_bundle(request).await {

@@ -89,6 +89,19 @@ impl Local {
                 .is_empty()
     }
 
+    /// Waits until the Cluster `name` reports a fault (`Degraded=True`) while the survivors
+    /// keep it serving (`Available=True`).
+    fn wait_degraded_while_serving(&self, name: &str) {
+        eventually(
+            "Degraded=True with Available=True",
+            Duration::from_secs(90),
+            || {
+                self.condition(name, "Degraded", "status") == "True"
+                    && self.condition(name, "Available", "status") == "True"
+            },
+        );
+    }
+
     /// Merge-patches the Cluster `name` through the management API.
     fn patch_cluster(&self, name: &str, patch: &str) {
         self.ok(
@@ -642,14 +655,7 @@ fn replaces_the_etcd_leaders_host_after(fault: Fault) -> Replacement {
         Fault::Partition => link(&leader, "down"),
     }
     // The fault is reported while the survivors keep the cluster serving.
-    eventually(
-        "Degraded=True with Available=True",
-        Duration::from_secs(90),
-        || {
-            local.condition("stacked", "Degraded", "status") == "True"
-                && local.condition("stacked", "Available", "status") == "True"
-        },
-    );
+    local.wait_degraded_while_serving("stacked");
     local.wait_for_replacement(&leader);
     let replaced_after = crashed.elapsed();
     let longest_gap = gaps.finish();
@@ -1079,14 +1085,7 @@ fn external_topology_replaces_a_lost_etcd_host_then_a_lost_control_plane_host() 
 
     let gaps = GapProbe::start(&kubeconfig);
     crash("cp-2");
-    eventually(
-        "Degraded=True with Available=True",
-        Duration::from_secs(90),
-        || {
-            local.condition("external", "Degraded", "status") == "True"
-                && local.condition("external", "Available", "status") == "True"
-        },
-    );
+    local.wait_degraded_while_serving("external");
     eventually(
         "cp-4 replaces the crashed control-plane host",
         Duration::from_secs(300),
