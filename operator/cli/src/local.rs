@@ -381,7 +381,7 @@ pub async fn up(
                 operator_logs(&state)
             )));
         }
-        tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let status = available.status.unwrap_or_default();
     write_admin_kubeconfig(&state, client, &namespace, &status).await?;

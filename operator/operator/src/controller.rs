@@ -137,6 +137,14 @@ impl Context {
         }
     }
 
+    /// Reads the version bundles ahead of the first reconcile, which would otherwise wait for
+    /// their hashing.
+    pub fn read_bundles(&self) {
+        if let Err(e) = self.bundles.scan(&self.bundle_dir) {
+            tracing::warn!(error = %e, "reading the version bundles");
+        }
+    }
+
     async fn agent(&self, host: &str, endpoint: &str) -> Result<HostdClient<Channel>, Error> {
         let mut agents = self.agents.lock().await;
         if let Some(client) = agents.get(endpoint) {
@@ -398,6 +406,13 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         "the spec is valid",
         generation,
     );
+    // The control-plane hosts fetch the version's bundle while the certificates are issued and
+    // etcd forms, so that their stage starts with it at hand (as a pre-pull of images would).
+    if !cluster.spec.paused {
+        for host in &resolved.valid.placement.control_plane {
+            prefetch_bundle(ctx, &resolved, host, &resolved.bundle).await;
+        }
+    }
     // The endpoint: the virtual IP two load-balancer hosts share, or the one host's address.
     let lb_ip = match resolved.valid.placement.virtual_ip {
         Some(vip) => vip,
@@ -810,13 +825,6 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         for step in &planned.steps {
             match step {
                 Step::EnsureEtcd => {
-                    // While etcd forms, the control-plane hosts fetch the bundle their
-                    // components will run from, so that stage starts with it at hand.
-                    if !planned.steps.contains(&Step::EnsureControlPlane) {
-                        for host in control_plane_plans.keys() {
-                            prefetch_bundle(ctx, &resolved, host, &resolved.bundle).await?;
-                        }
-                    }
                     for (host, plan) in &etcd_plans {
                         if !rolled.held.contains(host) {
                             ensure_host(ctx, cluster, &resolved, &views, host, plan, None).await?;
@@ -1199,7 +1207,7 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
     Ok(Action::requeue(if planned.complete && settled {
         Duration::from_secs(15)
     } else {
-        Duration::from_millis(500)
+        Duration::from_millis(250)
     }))
 }
 
@@ -1667,23 +1675,27 @@ async fn fetch_bundle(
 }
 
 /// Starts `host` fetching `bundle`, once per host and version, without waiting: hostd fetches
-/// one bundle at a time, so a later [`fetch_bundle`] waits for this one to finish.
-async fn prefetch_bundle(
-    ctx: &Context,
-    resolved: &Resolved,
-    host: &str,
-    bundle: &Bundle,
-) -> Result<(), Error> {
-    let endpoint = &resolved.endpoints[host];
+/// one bundle at a time, so a later [`fetch_bundle`] waits for this one to finish. A failed
+/// prefetch only costs that later fetch its head start; it reports its own error.
+async fn prefetch_bundle(ctx: &Context, resolved: &Resolved, host: &str, bundle: &Bundle) {
+    let Some(endpoint) = resolved.endpoints.get(host) else {
+        return;
+    };
     let first = ctx
         .prefetched
         .lock()
         .await
         .insert((endpoint.clone(), bundle.version.clone()));
     if !first {
-        return Ok(());
+        return;
     }
-    let mut agent = ctx.agent(host, endpoint).await?;
+    let mut agent = match ctx.agent(host, endpoint).await {
+        Ok(agent) => agent,
+        Err(e) => {
+            tracing::debug!(%host, error = %e, "prefetching a bundle");
+            return;
+        }
+    };
     let request = bundle_request(ctx, bundle);
     let host = host.to_string();
     tokio::spawn(async move {
@@ -1691,7 +1703,6 @@ async fn prefetch_bundle(
             tracing::debug!(%host, error = %e, "prefetching a bundle");
         }
     });
-    Ok(())
 }
 
 async fn ensure_host(

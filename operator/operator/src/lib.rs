@@ -137,6 +137,8 @@ pub async fn run(options: Options) -> Result<(), RunError> {
         options.host_failure_threshold,
         options.rollout_host_timeout,
     ));
+    let reading = ctx.clone();
+    tokio::task::spawn_blocking(move || reading.read_bundles());
     tracing::info!("hakube-operator running");
     let election = &options.leader_election;
     // A replica that loses its lease exits, as upstream controllers do: the next leader
