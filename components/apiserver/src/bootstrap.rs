@@ -4,6 +4,7 @@
 //! endpoint reconciler), so a dead server drops out of the endpoints by itself.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -129,8 +130,34 @@ pub async fn ensure_defaults(state: &State, secure_port: u16) -> Result<(), ApiE
     Ok(())
 }
 
+/// The first wait before creating the default objects again, doubled up to the last.
+const DEFAULTS_RETRY: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(5));
+
+/// Creates the default objects, retrying while etcd is unreachable (a host's etcd may start
+/// after its API server), then keeps this server in the `kubernetes` endpoints. `/readyz`
+/// fails until the default objects exist, as upstream's post-start hooks make it.
+pub async fn run(state: Arc<State>, address: String, port: u16) {
+    let mut stop = state.shutdown.clone();
+    let mut wait = DEFAULTS_RETRY.0;
+    loop {
+        match ensure_defaults(&state, port).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e.message, retry_in = ?wait, "creating the default objects")
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = crate::stopping(&mut stop) => return,
+        }
+        wait = (wait * 2).min(DEFAULTS_RETRY.1);
+    }
+    state.defaults_created.store(true, Ordering::Release);
+    run_endpoint_reconciler(state, address, port).await
+}
+
 /// Keeps this server in the `kubernetes` endpoints while it runs.
-pub async fn run_endpoint_reconciler(state: Arc<State>, address: String, port: u16) {
+async fn run_endpoint_reconciler(state: Arc<State>, address: String, port: u16) {
     let mut stop = state.shutdown.clone();
     loop {
         if let Err(e) = reconcile_endpoints(&state, &address, port).await {

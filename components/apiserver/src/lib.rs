@@ -61,6 +61,9 @@ pub struct State {
     pub caches: cache::Caches,
     /// Becomes true when the server starts shutting down; open watches end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Whether the default namespaces, Service and PriorityClasses exist; until then the
+    /// server is live but not ready.
+    pub defaults_created: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -80,8 +83,6 @@ pub enum StartError {
         addr: SocketAddr,
         source: std::io::Error,
     },
-    #[error("creating the default objects: {0}")]
-    Bootstrap(String),
 }
 
 /// Resolves once the shutdown flag is set.
@@ -227,6 +228,7 @@ pub async fn run(
         inflight,
         caches: cache::Caches::new(opts.default_watch_cache_size),
         shutdown: shutdown_rx.clone(),
+        defaults_created: Default::default(),
     });
     tokio::spawn(
         state
@@ -241,15 +243,12 @@ pub async fn run(
         opts.etcd_compaction_interval,
         shutdown_rx.clone(),
     ));
-    bootstrap::ensure_defaults(&state, opts.secure_port)
-        .await
-        .map_err(|e| StartError::Bootstrap(e.message))?;
     let addr = SocketAddr::new(opts.bind_address, opts.secure_port);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })?;
     tracing::info!(%addr, "serving");
-    let reconciler = tokio::spawn(bootstrap::run_endpoint_reconciler(
+    let reconciler = tokio::spawn(bootstrap::run(
         state.clone(),
         advertise.to_string(),
         opts.secure_port,

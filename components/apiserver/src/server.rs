@@ -255,13 +255,21 @@ async fn route(
         ["healthz"] | ["livez"] if get => return Ok(ok_text("ok")),
         ["readyz"] if get => {
             let stopping = *state.shutdown.borrow();
+            let defaults_created = state
+                .defaults_created
+                .load(std::sync::atomic::Ordering::Acquire);
             return match state.store.ping().await {
-                Ok(()) if !stopping => Ok(ok_text("ok")),
-                Ok(()) => Ok(response::text(
+                Ok(()) if stopping => Ok(response::text(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "[-]shutdown failed: server is shutting down\nreadyz check failed",
                     "text/plain; charset=utf-8",
                 )),
+                Ok(()) if !defaults_created => Ok(response::text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "[-]poststarthook/bootstrap-controller failed: the default objects are not created yet\nreadyz check failed",
+                    "text/plain; charset=utf-8",
+                )),
+                Ok(()) => Ok(ok_text("ok")),
                 Err(e) => Ok(response::text(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("[-]etcd failed: {e}\nreadyz check failed"),

@@ -40,6 +40,7 @@ async fn state(etcd: &Etcd, cluster_ips: &str) -> Arc<State> {
         inflight: hakube_apiserver::inflight::Limiter::new(0, 0, Arc::default()),
         caches: Default::default(),
         shutdown: rx,
+        defaults_created: Default::default(),
     });
     hakube_apiserver::bootstrap::ensure_defaults(&state, 6443)
         .await

@@ -58,7 +58,8 @@ fn wait_until(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
 pub struct Etcd {
     pub child: Child,
     pub client_url: String,
-    _dir: tempfile::TempDir,
+    peer_url: String,
+    dir: tempfile::TempDir,
 }
 
 impl Etcd {
@@ -77,30 +78,58 @@ impl Etcd {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let client_url = format!("http://127.0.0.1:{}", free_port());
         let peer_url = format!("http://127.0.0.1:{}", free_port());
-        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log file");
-        let child = Command::new("etcd")
+        let child = Self::spawn(dir.path(), &client_url, &peer_url);
+        let mut etcd = Etcd {
+            child,
+            client_url,
+            peer_url,
+            dir,
+        };
+        etcd.wait_healthy().then_some(etcd)
+    }
+
+    fn spawn(dir: &Path, client_url: &str, peer_url: &str) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("etcd.log"))
+            .expect("etcd log file");
+        Command::new("etcd")
             .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
+            .arg(dir.join("data"))
+            .args(["--listen-client-urls", client_url])
+            .args(["--advertise-client-urls", client_url])
+            .args(["--listen-peer-urls", peer_url])
+            .args(["--initial-advertise-peer-urls", peer_url])
             .args(["--initial-cluster", &format!("default={peer_url}")])
             .args(["--logger=zap", "--log-level=error"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("etcd is installed (apt-get install etcd-server)");
-        let mut etcd = Etcd {
-            child,
-            client_url,
-            _dir: dir,
-        };
-        let health = format!("{}/health", etcd.client_url);
+            .expect("etcd is installed (apt-get install etcd-server)")
+    }
+
+    /// Stops etcd and deletes its data: what an API server sees of a host whose etcd has not
+    /// started yet.
+    pub fn stop_and_wipe(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::fs::remove_dir_all(self.dir.path().join("data")).expect("removing etcd's data");
+    }
+
+    /// Starts etcd again on the same addresses, and waits until it is healthy.
+    pub fn start_again(&mut self) {
+        self.child = Self::spawn(self.dir.path(), &self.client_url, &self.peer_url);
+        assert!(self.wait_healthy(), "etcd exited when started again");
+    }
+
+    /// Waits until etcd answers `/health`; false if it exited first.
+    fn wait_healthy(&mut self) -> bool {
+        let health = format!("{}/health", self.client_url);
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(20) {
-            if matches!(etcd.child.try_wait(), Ok(Some(_))) {
-                return None;
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return false;
             }
             let healthy = Command::new("curl")
                 .args(["-sf", &health])
@@ -108,7 +137,7 @@ impl Etcd {
                 .map(|o| o.status.success())
                 .unwrap_or(false);
             if healthy {
-                return Some(etcd);
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -180,7 +209,26 @@ impl ControlPlane {
     /// A control plane with `others` more API servers on its etcd and PKI, every one started
     /// at once as on hosts coming up together; the others' ports and processes, each ready.
     pub fn start_together(extra_args: &[&str], others: usize) -> (ControlPlane, Vec<(u16, Child)>) {
-        let etcd = Etcd::start();
+        let (cp, beside) = Self::start_on(Etcd::start(), extra_args, others);
+        cp.wait_ready();
+        for (port, _) in &beside {
+            cp.wait_ready_at(&format!("https://127.0.0.1:{port}"));
+        }
+        (cp, beside)
+    }
+
+    /// An API server started while its etcd is down (stopped, its data wiped), not waited for.
+    pub fn start_with_etcd_down() -> ControlPlane {
+        let mut etcd = Etcd::start();
+        etcd.stop_and_wipe();
+        Self::start_on(etcd, &[], 0).0
+    }
+
+    fn start_on(
+        etcd: Etcd,
+        extra_args: &[&str],
+        others: usize,
+    ) -> (ControlPlane, Vec<(u16, Child)>) {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let port = free_port();
         let url = format!("https://127.0.0.1:{port}");
@@ -216,10 +264,6 @@ impl ControlPlane {
             dir,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
-        cp.wait_ready();
-        for (port, _) in &beside {
-            cp.wait_ready_at(&format!("https://127.0.0.1:{port}"));
-        }
         (cp, beside)
     }
 
@@ -270,7 +314,8 @@ impl ControlPlane {
             .expect("hakube-apiserver is built (cargo build --workspace)")
     }
 
-    fn wait_ready(&self) {
+    /// Waits until the API server answers `/readyz`.
+    pub fn wait_ready(&self) {
         self.wait_ready_at(&self.url);
     }
 

@@ -1,7 +1,9 @@
 //! Corners a review of the server against upstream turned up: verbs a path does not serve,
 //! escaped names, empty budget selectors, name selectors across namespaces, watches whose
-//! client hangs up, and API servers starting together on a fresh etcd.
+//! client hangs up, API servers starting together on a fresh etcd, and an API server starting
+//! before its etcd.
 
+use std::process::Command;
 use std::time::Duration;
 
 use hakube_e2e::{eventually, ControlPlane};
@@ -196,4 +198,51 @@ fn api_servers_starting_together_share_the_default_objects() {
         let _ = child.kill();
         let _ = child.wait();
     }
+}
+
+/// `(HTTP status, body)` of an unauthenticated GET of a health path, as a probe sends it.
+fn probe(cp: &ControlPlane, path: &str) -> (u16, String) {
+    let out = Command::new("curl")
+        .args(["-s", "-w", "\n%{http_code}", "--cacert", &cp.path("ca.crt")])
+        .arg(format!("{}{path}", cp.url))
+        .output()
+        .expect("curl runs");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+    (code.trim().parse().unwrap_or(0), body.to_string())
+}
+
+#[test]
+fn an_api_server_started_before_its_etcd_is_live_not_ready_and_creates_its_defaults_once_etcd_answers(
+) {
+    let mut cp = ControlPlane::start_with_etcd_down();
+    eventually(
+        "/livez to answer while etcd is down",
+        Duration::from_secs(30),
+        || probe(&cp, "/livez").0 == 200,
+    );
+    let (code, body) = probe(&cp, "/readyz");
+    assert_eq!(code, 500, "{body}");
+    assert!(body.contains("[-]etcd failed"), "{body}");
+    // It stays up, retrying, however long etcd takes.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(probe(&cp, "/livez").0, 200, "{}", cp.log());
+    assert!(
+        cp.log().contains("creating the default objects"),
+        "{}",
+        cp.log()
+    );
+
+    cp.etcd.start_again();
+    cp.wait_ready();
+    for namespace in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        cp.ok(&["get", "namespace", namespace]);
+    }
+    let service = cp.get_json(&["-n", "default", "service", "kubernetes"]);
+    assert_eq!(service["spec"]["ports"][0]["port"], 443, "{service}");
+    cp.ok(&["get", "priorityclass", "system-node-critical"]);
+    eventually("the kubernetes endpoints", Duration::from_secs(15), || {
+        let endpoints = cp.get_json(&["-n", "default", "endpoints", "kubernetes"]);
+        endpoints["subsets"][0]["addresses"][0]["ip"].is_string()
+    });
 }
