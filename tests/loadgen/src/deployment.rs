@@ -55,16 +55,18 @@ async fn direct(api: &Api, plan: &Plan) -> Result<Duration, LoadError> {
     .await
 }
 
-/// Counts pods added in the namespace on a watch from `resource_version` until `count` exist.
+/// Counts pods added in the namespace on a watch from `resource_version` until `count` exist;
+/// when each tenth of them had been seen.
 async fn watch_until_created(
     api: &Api,
     resource_version: &str,
     count: usize,
-) -> Result<Instant, LoadError> {
+) -> Result<Vec<Instant>, LoadError> {
     let path = format!(
         "/api/v1/namespaces/{DEPLOYMENT_NAMESPACE}/pods?watch=true&resourceVersion={resource_version}"
     );
     let mut created: HashSet<String> = HashSet::new();
+    let mut tenths = Vec::with_capacity(10);
     follow_watch(api, &path, |event| {
         if event["type"] == "ADDED" {
             if let Some(name) = event
@@ -74,10 +76,13 @@ async fn watch_until_created(
                 created.insert(name.to_string());
             }
         }
+        while tenths.len() < 10 && created.len() * 10 >= count * (tenths.len() + 1) {
+            tenths.push(Instant::now());
+        }
         created.len() >= count
     })
     .await?;
-    Ok(Instant::now())
+    Ok(tenths)
 }
 
 /// Waits until the Deployment's controller has seen it at zero replicas (its ReplicaSet
@@ -100,8 +105,8 @@ async fn wait_for_replica_set(api: &Api) -> Result<(), LoadError> {
     ))
 }
 
-/// The Deployment run: from the scale to 'replicas' until the last pod exists.
-async fn scale_up(api: &Api, plan: &Plan) -> Result<Duration, LoadError> {
+/// The Deployment run: from the scale to 'replicas' until each tenth of the pods existed.
+async fn scale_up(api: &Api, plan: &Plan) -> Result<Vec<Duration>, LoadError> {
     create_namespace(api, DEPLOYMENT_NAMESPACE).await?;
     let log = std::fs::File::create(plan.work_dir.join("controller-manager.log"))?;
     let mut child = tokio::process::Command::new(&plan.controller_manager_bin)
@@ -144,11 +149,11 @@ async fn scale_up(api: &Api, plan: &Plan) -> Result<Duration, LoadError> {
         &json!({"spec": {"replicas": plan.replicas}}),
     )
     .await?;
-    let finished = watch
+    let tenths = watch
         .await
         .map_err(|e| LoadError::Unexpected(format!("the watch task failed: {e}")))??;
     let _ = child.kill().await;
-    Ok(finished.duration_since(started))
+    Ok(tenths.iter().map(|t| t.duration_since(started)).collect())
 }
 
 /// The whole benchmark, printed as it goes.
@@ -162,12 +167,21 @@ pub async fn run(target: &ApiTarget<'_>, plan: &Plan) -> Result<(), LoadError> {
         limit.as_secs_f64(),
         plan.replicas as f64 / limit.as_secs_f64()
     );
-    let deployment = scale_up(&api, plan).await?;
+    let tenths = scale_up(&api, plan).await?;
+    let deployment = tenths.last().copied().unwrap_or_default();
+    let milestones: Vec<String> = tenths
+        .iter()
+        .map(|t| format!("{:.0}", t.as_secs_f64() * 1000.0))
+        .collect();
     println!(
         "deployment: scaled 0 -> {} by hakube-controller-manager: {:.2} s until every pod existed ({:.0} pods/s)",
         plan.replicas,
         deployment.as_secs_f64(),
         plan.replicas as f64 / deployment.as_secs_f64()
+    );
+    println!(
+        "deployment: each tenth of the pods seen after (ms): {}",
+        milestones.join(", ")
     );
     let ratio = deployment.as_secs_f64() / limit.as_secs_f64();
     println!(
