@@ -86,6 +86,36 @@ pub enum StartError {
 }
 
 /// Resolves once the shutdown flag is set.
+impl State {
+    /// The objects of `segment` (in `namespace`, else all), from the watch cache, as upstream's
+    /// admission plugins read their informers: no etcd read on every write. An object written a
+    /// moment ago may be missing for as long as the cache takes to apply its event
+    /// (milliseconds). etcd is read when the cache has not loaded in time.
+    pub async fn cached_objects(
+        &self,
+        segment: &str,
+        namespace: Option<&str>,
+    ) -> Result<Vec<storage::Stored>, storage::StoreError> {
+        let prefix = self.store.collection(segment, namespace);
+        let cache = self
+            .caches
+            .get(&self.store, &self.store.collection(segment, None));
+        if cache.wait_for(0, cache::CATCH_UP).await {
+            return Ok(cache
+                .snapshot(&prefix)
+                .0
+                .iter()
+                .map(|cached| storage::Stored {
+                    key: cached.key.clone(),
+                    object: cached.object(),
+                    mod_revision: cached.mod_revision,
+                })
+                .collect());
+        }
+        Ok(self.store.list(&prefix, None, 0, 0, false).await?.items)
+    }
+}
+
 pub async fn stopping(rx: &mut tokio::sync::watch::Receiver<bool>) {
     // The guard `wait_for` returns is dropped here, before any caller's next await.
     let _ = rx.wait_for(|stopping| *stopping).await.is_ok();

@@ -52,11 +52,30 @@ pub async fn admit_pod(state: &State, pod: &mut Value, given: Option<i64>) -> Re
     let class_name = objects::str_at(pod, "spec.priorityClassName")
         .filter(|n| !n.is_empty())
         .map(str::to_string);
+    let classes: Vec<Value> = state
+        .cached_objects(SEGMENT, None)
+        .await
+        .map_err(store_error)?
+        .into_iter()
+        .map(|s| s.object)
+        .collect();
     let resolved = match &class_name {
         Some(name) => {
-            let key = state.store.key(SEGMENT, None, name);
-            match state.store.get(&key).await.map_err(store_error)? {
-                Some(stored) => Some(from_class(&stored.object)),
+            let cached = classes
+                .iter()
+                .find(|c| objects::name(c) == Some(name.as_str()))
+                .cloned();
+            // A class the cache has not applied yet (created a moment ago) is read from etcd.
+            let class = match cached {
+                Some(class) => Some(class),
+                None => {
+                    let key = state.store.key(SEGMENT, None, name);
+                    let stored = state.store.get(&key).await.map_err(store_error)?;
+                    stored.map(|s| s.object)
+                }
+            };
+            match class {
+                Some(class) => Some(from_class(&class)),
                 None => match SYSTEM_CLASSES.iter().find(|(n, _, _)| n == name) {
                     Some((n, value, _)) => {
                         Some((n.to_string(), *value, "PreemptLowerPriority".to_string()))
@@ -69,16 +88,7 @@ pub async fn admit_pod(state: &State, pod: &mut Value, given: Option<i64>) -> Re
                 },
             }
         }
-        None => {
-            let prefix = state.store.collection(SEGMENT, None);
-            let page = state
-                .store
-                .list(&prefix, None, 0, 0, false)
-                .await
-                .map_err(store_error)?;
-            let classes: Vec<Value> = page.items.into_iter().map(|s| s.object).collect();
-            global_default(&classes)
-        }
+        None => global_default(&classes),
     };
     let (name, priority, policy) =
         resolved.unwrap_or_else(|| (String::new(), 0, "PreemptLowerPriority".to_string()));

@@ -1,6 +1,6 @@
 //! Upstream's ResourceQuota admission: a new object in a namespace, or a changed Service or
-//! PersistentVolumeClaim, is checked against the namespace's quotas (read from etcd) by the
-//! rules of `hakube_quota`, and before it is written every quota it counts against is charged —
+//! PersistentVolumeClaim, is checked against the namespace's quotas by the rules of
+//! `hakube_quota`, and before it is written every quota it counts against is charged —
 //! `status.used` plus what the write adds, written with a compare on the quota's revision so
 //! concurrent writers cannot both spend the same room. The resourcequota controller later
 //! recounts usage from what really exists, which returns a charge whose object write failed
@@ -67,13 +67,12 @@ pub async fn admit(
     if previous.is_some() && !Counted::updates_count(def.group, def.plural) {
         return Ok(());
     }
-    let prefix = state.store.collection(SEGMENT, Some(namespace));
-    let page = state
-        .store
-        .list(&prefix, None, 0, 0, false)
+    // A stale `status.used` only costs a charge a conflict and a fresh read.
+    let quotas = state
+        .cached_objects(SEGMENT, Some(namespace))
         .await
         .map_err(store_error)?;
-    if page.items.is_empty() {
+    if quotas.is_empty() {
         return Ok(());
     }
     let name = crate::objects::name(object).unwrap_or("").to_string();
@@ -87,8 +86,7 @@ pub async fn admit(
     };
     let counted = decode(object)?;
     let previous = previous.map(decode).transpose()?;
-    let stored: Vec<(Stored, ResourceQuota)> = page
-        .items
+    let stored: Vec<(Stored, ResourceQuota)> = quotas
         .into_iter()
         .filter_map(|s| decode_quota(&s).map(|q| (s, q)))
         .collect();
