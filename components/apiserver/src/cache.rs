@@ -375,6 +375,15 @@ impl Cache {
         Ok(None)
     }
 
+    /// The cached copy of `key`, once the cache has loaded; it may trail etcd.
+    pub fn get(&self, key: &str) -> Option<Arc<CachedObject>> {
+        let state = self.state.read().ok()?;
+        if !state.ready {
+            return None;
+        }
+        state.objects.get(key).cloned()
+    }
+
     /// The objects under `prefix` and the revision they are current at.
     pub fn snapshot(&self, prefix: &str) -> (Vec<Arc<CachedObject>>, i64) {
         let Ok(state) = self.state.read() else {
@@ -686,6 +695,15 @@ impl Caches {
             capacity,
             caches: Mutex::default(),
         }
+    }
+
+    /// The cache for everything under `prefix`, if a reader has started one.
+    pub fn existing(&self, prefix: &str) -> Option<Arc<Cache>> {
+        let caches = self
+            .caches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        caches.get(prefix).cloned()
     }
 
     /// The cache for everything under `prefix` (`<etcd prefix>/<resource>/`).

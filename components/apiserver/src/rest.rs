@@ -926,16 +926,33 @@ where
     F: FnMut(&Value) -> Result<Value, ApiError>,
 {
     let key = t.key(state)?;
+    // As upstream's cacher hands GuaranteedUpdate the watch cache's copy: the first attempt
+    // starts from it and skips an etcd read. A write from a stale copy fails its revision
+    // compare and the next attempt reads etcd; anything but a write (an error, a failed
+    // precondition, a no-op) is decided only on etcd's copy.
+    let mut cached = cached_for_update(state, t, query, &key);
     for _ in 0..32 {
-        let current = state
-            .store
-            .get(&key)
-            .await
-            .map_err(store_error)?
-            .ok_or_else(|| t.not_found())?;
-        let candidate = mutate(&current.object)?;
+        let (current, from_cache) = match cached.take() {
+            Some(copy) => (copy, true),
+            None => (
+                state
+                    .store
+                    .get(&key)
+                    .await
+                    .map_err(store_error)?
+                    .ok_or_else(|| t.not_found())?,
+                false,
+            ),
+        };
+        let candidate = match mutate(&current.object) {
+            Err(_) if from_cache => continue,
+            result => result?,
+        };
         if let Some(rv) = &precondition {
             if Some(rv.as_str()) != objects::resource_version(&current.object) {
+                if from_cache {
+                    continue;
+                }
                 return Err(status::conflict(
                     t.def.group,
                     t.def.plural,
@@ -944,7 +961,10 @@ where
                 ));
             }
         }
-        let mut new = finish_update(t, &current.object, candidate)?;
+        let mut new = match finish_update(t, &current.object, candidate) {
+            Err(_) if from_cache => continue,
+            result => result?,
+        };
         record_ownership(t, Some(&current.object), &mut new);
         let mut extras = Extras::default();
         if t.def.kind == "Service" && t.sub.is_none() {
@@ -965,6 +985,9 @@ where
                 .collect();
         }
         if new == current.object {
+            if from_cache {
+                continue;
+            }
             return Ok(current.object);
         }
         if let (Some(ns), None) = (&t.namespace, &t.sub) {
@@ -975,6 +998,9 @@ where
             return Ok(new);
         }
         if deletion_complete(&new) {
+            if from_cache {
+                continue;
+            }
             match delete_now(state, t, &key, &current, new, false).await? {
                 Some(deleted) => return Ok(deleted),
                 None if precondition.is_none() => continue,
@@ -1029,6 +1055,33 @@ where
         t.name(),
         "too many concurrent writers; try again",
     ))
+}
+
+/// The watch cache's copy of `key` for [`update_with`]'s first attempt, where one may stand in
+/// for etcd's: not for a dry run (its answer must be etcd's state), nor for a Service or a
+/// type quota charges on update (an attempt that fails must not have claimed addresses or
+/// charged a quota), nor for a type no reader keeps a cache of.
+fn cached_for_update(
+    state: &State,
+    t: &Target,
+    query: &HashMap<String, String>,
+    key: &str,
+) -> Option<Stored> {
+    if dry_run(query)
+        || t.def.kind == "Service"
+        || hakube_quota::Counted::updates_count(t.def.group, t.def.plural)
+    {
+        return None;
+    }
+    let cached = state
+        .caches
+        .existing(&state.store.collection(t.segment(), None))?
+        .get(key)?;
+    Some(Stored {
+        key: cached.key.clone(),
+        object: cached.object(),
+        mod_revision: cached.mod_revision,
+    })
 }
 
 /// A deleting object whose last finalizer is gone (and whose grace period is over) is removed.

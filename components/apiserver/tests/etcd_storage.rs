@@ -4,6 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::time::Duration;
 
 use hakube_apiserver::allocator::ServiceRanges;
 use hakube_apiserver::authn::{Authenticator, UserInfo};
@@ -183,6 +184,76 @@ async fn concurrent_patches_lose_no_update() {
         .await
         .unwrap();
     assert_eq!(cm["data"].as_object().unwrap().len(), 25);
+}
+
+/// Puts `data` into the ConfigMap `counter`, requiring `resource_version`.
+async fn put_counter(state: &State, resource_version: &str, data: Value) -> Result<Value, u16> {
+    let body = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "counter", "resourceVersion": resource_version},
+        "data": data,
+    });
+    let mut headers = http::HeaderMap::new();
+    headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    let t = target("", "configmaps", Some("counter"));
+    rest::update(
+        state,
+        &t,
+        &HashMap::new(),
+        &headers,
+        body.to_string().as_bytes(),
+    )
+    .await
+    .map(|(_, v)| v)
+    .map_err(|e| e.code)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn updates_that_start_from_the_watch_caches_copy_lose_nothing_and_keep_preconditions() {
+    let etcd = Etcd::start();
+    let state = state(&etcd, "10.96.0.0/24").await;
+    create_counter(&state).await;
+    // A reader starts the ConfigMaps' cache, so updates try its (possibly stale) copy first.
+    let cache = state
+        .caches
+        .get(&state.store, &state.store.collection("configmaps", None));
+    assert!(cache.wait_for(0, Duration::from_secs(5)).await);
+
+    // Concurrent patches: most first attempts start from a copy another patch has outdated.
+    let patches = (0..25).map(|i| {
+        let state = state.clone();
+        async move {
+            patch_data(&state, "counter", format!("k{i}"))
+                .await
+                .unwrap()
+        }
+    });
+    futures::future::join_all(patches).await;
+    let (_, cm) = rest::get(&state, &target("", "configmaps", Some("counter")))
+        .await
+        .unwrap();
+    assert_eq!(cm["data"].as_object().unwrap().len(), 25, "{cm}");
+
+    // A client requiring the version a write just answered with is not refused because the
+    // cache has not applied that write yet; one requiring an older version is.
+    for round in 0..20 {
+        let current = patch_data(&state, "counter", format!("r{round}"))
+            .await
+            .unwrap();
+        let version = current["metadata"]["resourceVersion"].as_str().unwrap();
+        let written = put_counter(&state, version, json!({"round": round.to_string()}))
+            .await
+            .unwrap_or_else(|code| panic!("round {round}: the update got {code}"));
+        assert_eq!(written["data"]["round"], round.to_string());
+        assert_eq!(
+            put_counter(&state, version, json!({"stale": "yes"})).await,
+            Err(409),
+            "round {round}: an outdated resourceVersion was accepted"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
