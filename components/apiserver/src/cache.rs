@@ -3,6 +3,7 @@
 //! is made once and shared by the watchers that see it unchanged. A watcher that cannot keep up
 //! (its queue is full) is cut off alone and told to relist.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -16,21 +17,25 @@ use tokio::sync::{mpsc, watch};
 use crate::storage::{set_resource_version, Store, StoreError, Stored};
 
 /// An object as the cache keeps it: its JSON (resourceVersion included), parsed only when a
-/// selector or a conversion needs the value — most watchers and lists just copy the bytes.
+/// conversion needs the value — most watchers and lists just copy the bytes — and what
+/// selectors read of it, so that a selective list or watch parses nothing either (upstream's
+/// watch cache keeps each object's labels and fields likewise).
 pub struct CachedObject {
     pub key: String,
     pub mod_revision: i64,
     pub json: Bytes,
+    selectable: Option<Value>,
 }
 
 impl CachedObject {
-    fn from_stored(stored: Stored) -> CachedObject {
+    pub(crate) fn from_stored(stored: Stored) -> CachedObject {
         // Serializing grows its buffer by doubling: a 4.7 KiB Pod ends in an 8 KiB buffer, and
         // the allocator keeps the block when asked to shrink by less than half. The cache holds
         // every object for as long as it lives, so it keeps an exact copy instead.
         let serialized = serde_json::to_vec(&stored.object).unwrap_or_default();
         CachedObject {
             json: Bytes::copy_from_slice(&serialized),
+            selectable: crate::fieldsel::selectable(&stored.object),
             key: stored.key,
             mod_revision: stored.mod_revision,
         }
@@ -39,6 +44,14 @@ impl CachedObject {
     /// The object, parsed.
     pub fn object(&self) -> Value {
         serde_json::from_slice(&self.json).unwrap_or(Value::Null)
+    }
+
+    /// What label and field selectors read of the object: the part kept, else all of it.
+    pub fn selectable(&self) -> Cow<'_, Value> {
+        match &self.selectable {
+            Some(projection) => Cow::Borrowed(projection),
+            None => Cow::Owned(self.object()),
+        }
     }
 
     /// A watch line carrying this object unchanged.

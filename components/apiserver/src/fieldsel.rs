@@ -43,6 +43,29 @@ fn supported(kind: &str) -> &'static [&'static str] {
     }
 }
 
+/// What label and field selectors can read of a stored object: its name, namespace and labels
+/// and the fields its kind can be selected by. None for an object without a kind.
+pub fn selectable(object: &Value) -> Option<Value> {
+    let kind = object.get("kind")?.as_str()?;
+    let mut projection = Value::Object(serde_json::Map::new());
+    let paths = ["metadata.labels"]
+        .iter()
+        .chain(EVERYWHERE)
+        .chain(supported(kind));
+    for path in paths {
+        // The `source` field selects on `source.component`.
+        let path = if *path == "source" {
+            "source.component"
+        } else {
+            path
+        };
+        if let Some(value) = crate::objects::at(object, path) {
+            crate::objects::set_at(&mut projection, path, value.clone());
+        }
+    }
+    Some(projection)
+}
+
 /// events.k8s.io names its fields differently; selectors address the stored core/v1 form.
 fn storage_field(def: &ResourceDef, field: &str) -> String {
     if !def.is_events_v1() {
@@ -166,5 +189,62 @@ mod tests {
                 .exact_name(),
             Some("n1")
         );
+    }
+
+    #[test]
+    fn the_selectable_part_of_an_object_selects_as_the_whole_object_does() {
+        let pods = lookup("", "v1", "pods").unwrap();
+        let pod = json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"app": "web"}},
+            "spec": {"nodeName": "n1", "schedulerName": "default-scheduler", "hostNetwork": false,
+                     "containers": [{"name": "c", "image": "i"}]},
+            "status": {"phase": "Running", "podIP": "10.0.0.5"},
+        });
+        let projection = selectable(&pod).unwrap();
+        assert!(
+            projection.pointer("/spec/containers").is_none(),
+            "{projection}"
+        );
+        for raw in [
+            "spec.nodeName=n1",
+            "spec.nodeName=n2",
+            "spec.nodeName=",
+            "status.phase!=Succeeded,status.phase!=Failed",
+            "spec.hostNetwork=false",
+            "metadata.name=p,metadata.namespace=ns",
+            "spec.schedulerName=other",
+            "status.nominatedNodeName=",
+        ] {
+            let selector = ObjectFieldSelector::parse(pods, raw).unwrap();
+            assert_eq!(
+                selector.matches(&projection),
+                selector.matches(&pod),
+                "{raw}"
+            );
+        }
+        assert_eq!(
+            crate::objects::labels(&projection),
+            crate::objects::labels(&pod)
+        );
+
+        let events = lookup("", "v1", "events").unwrap();
+        let event = json!({"kind": "Event", "metadata": {"name": "e"},
+            "involvedObject": {"kind": "Pod", "name": "p"}, "reason": "Scheduled",
+            "source": {"component": "default-scheduler"}, "message": "m"});
+        let projection = selectable(&event).unwrap();
+        for raw in [
+            "source=default-scheduler",
+            "involvedObject.name=p",
+            "reason=Failed",
+        ] {
+            let selector = ObjectFieldSelector::parse(events, raw).unwrap();
+            assert_eq!(
+                selector.matches(&projection),
+                selector.matches(&event),
+                "{raw}"
+            );
+        }
+        assert!(selectable(&json!({"metadata": {"name": "no-kind"}})).is_none());
     }
 }

@@ -570,7 +570,7 @@ async fn cached_items(
         return Ok(None);
     };
     if !selectors.is_everything() {
-        items.retain(|s| selectors.matches(&s.object()));
+        items.retain(|s| selectors.matches(&s.selectable()));
     }
     Ok(Some((items, revision)))
 }
@@ -1914,11 +1914,11 @@ mod tests {
 
     fn cached(n: usize, bytes: usize) -> Arc<CachedObject> {
         let json = json!({"metadata": {"name": format!("o{n}")}, "data": "x".repeat(bytes)});
-        Arc::new(CachedObject {
+        Arc::new(CachedObject::from_stored(Stored {
             key: format!("/registry/configmaps/default/o{n}"),
             mod_revision: n as i64,
-            json: bytes::Bytes::from(json.to_string()),
-        })
+            object: json,
+        }))
     }
 
     #[test]

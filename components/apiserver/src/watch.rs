@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::cache::{self, line, Cache, CacheEvent};
+use crate::cache::{self, line, Cache, CacheEvent, CachedObject};
 use crate::metrics::LatencyLabels;
 use crate::response::{query_bool, Body};
 use crate::rest::{to_wire, Selectors, Target};
@@ -253,14 +253,15 @@ async fn run(
     let mut cut = subscription.cut.clone();
     let everything = request.selectors.is_everything();
     for item in std::mem::take(&mut subscription.initial) {
-        if request.shared_lines() && everything {
-            send_or_cut(tx, &mut cut, item.line("ADDED")).await?;
+        if !everything && !request.selectors.matches(&item.selectable()) {
             continue;
         }
-        let object = item.object();
-        if request.selectors.matches(&object) {
-            send_or_cut(tx, &mut cut, request.event("ADDED", object)).await?;
-        }
+        let line = if request.shared_lines() {
+            item.line("ADDED")
+        } else {
+            request.event("ADDED", item.object())
+        };
+        send_or_cut(tx, &mut cut, line).await?;
     }
     if let Start::FromNow {
         initial_events_end: true,
@@ -311,16 +312,13 @@ async fn run(
 fn translate(request: &WatchRequest, event: &CacheEvent) -> Option<Bytes> {
     let selectors = &request.selectors;
     let everything = selectors.is_everything();
-    let old_matches = event.previous.is_some()
-        && (everything
-            || event
-                .previous_object()
-                .is_some_and(|o| selectors.matches(&o)));
-    let new_matches = event.current.is_some()
-        && (everything
-            || event
-                .current_object()
-                .is_some_and(|c| selectors.matches(&c)));
+    let matches = |object: &Option<Arc<CachedObject>>| {
+        object
+            .as_ref()
+            .is_some_and(|o| everything || selectors.matches(&o.selectable()))
+    };
+    let old_matches = matches(&event.previous);
+    let new_matches = matches(&event.current);
     let kind = match (old_matches, new_matches) {
         (true, true) => "MODIFIED",
         (false, true) => "ADDED",

@@ -214,9 +214,9 @@ impl Scheduler {
 
     async fn watch_pods(self: Arc<Self>) {
         let api: Api<Pod> = Api::all(self.client.clone());
-        let config = watcher::Config::default()
-            .fields("status.phase!=Succeeded,status.phase!=Failed")
-            .any_semantic();
+        let config = cache_list(
+            watcher::Config::default().fields("status.phase!=Succeeded,status.phase!=Failed"),
+        );
         let mut stream = watcher(api, config).default_backoff().boxed();
         let mut listed: Option<HashSet<String>> = None;
         while let Some(event) = stream.next().await {
@@ -259,7 +259,7 @@ impl Scheduler {
 
     async fn watch_nodes(self: Arc<Self>) {
         let api: Api<Node> = Api::all(self.client.clone());
-        let mut stream = watcher(api, watcher::Config::default().any_semantic())
+        let mut stream = watcher(api, cache_list(watcher::Config::default()))
             .default_backoff()
             .boxed();
         let mut listed: Option<HashSet<String>> = None;
@@ -665,4 +665,13 @@ fn key_of(meta: &ObjectMeta) -> String {
         meta.namespace.as_deref().unwrap_or(""),
         meta.name.as_deref().unwrap_or(""),
     )
+}
+
+/// `config` listing from the API server's watch cache (`resourceVersion=0`), whole, as
+/// upstream's reflectors start: kube sends `resourceVersion=0` only for an unpaged list, and
+/// a paged one is read page by page from etcd.
+fn cache_list(config: watcher::Config) -> watcher::Config {
+    let mut config = config.any_semantic();
+    config.page_size = None;
+    config
 }
