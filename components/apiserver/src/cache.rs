@@ -3,7 +3,6 @@
 //! is made once and shared by the watchers that see it unchanged. A watcher that cannot keep up
 //! (its queue is full) is cut off alone and told to relist.
 
-use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -24,7 +23,8 @@ pub struct CachedObject {
     pub key: String,
     pub mod_revision: i64,
     pub json: Bytes,
-    selectable: Option<Value>,
+    /// JSON too: a parsed `Value` costs several times its text, for every object cached.
+    selectable: Option<Box<[u8]>>,
 }
 
 impl CachedObject {
@@ -35,7 +35,9 @@ impl CachedObject {
         let serialized = serde_json::to_vec(&stored.object).unwrap_or_default();
         CachedObject {
             json: Bytes::copy_from_slice(&serialized),
-            selectable: crate::fieldsel::selectable(&stored.object),
+            selectable: crate::fieldsel::selectable(&stored.object)
+                .and_then(|projection| serde_json::to_vec(&projection).ok())
+                .map(Vec::into_boxed_slice),
             key: stored.key,
             mod_revision: stored.mod_revision,
         }
@@ -47,10 +49,10 @@ impl CachedObject {
     }
 
     /// What label and field selectors read of the object: the part kept, else all of it.
-    pub fn selectable(&self) -> Cow<'_, Value> {
+    pub fn selectable(&self) -> Value {
         match &self.selectable {
-            Some(projection) => Cow::Borrowed(projection),
-            None => Cow::Owned(self.object()),
+            Some(projection) => serde_json::from_slice(projection).unwrap_or(Value::Null),
+            None => self.object(),
         }
     }
 
