@@ -56,6 +56,15 @@ impl CachedObject {
         }
     }
 
+    /// The object as etcd's [`Stored`] form, for code that reads either.
+    pub fn to_stored(&self) -> Stored {
+        Stored {
+            key: self.key.clone(),
+            object: self.object(),
+            mod_revision: self.mod_revision,
+        }
+    }
+
     /// A watch line carrying this object unchanged.
     pub fn line(&self, kind: &str) -> Bytes {
         let mut out = Vec::with_capacity(self.json.len() + 32);
@@ -115,8 +124,10 @@ struct Derived {
     retired: bool,
     /// The wire lines for watchers that need no conversion: ADDED, MODIFIED, DELETED.
     lines: [Option<Bytes>; 3],
-    /// The objects parsed for the watchers with a selector: current, previous.
+    /// The objects parsed for the watchers that need a conversion: current, previous.
     parsed: [Option<Arc<Value>>; 2],
+    /// What selectors read of the objects, parsed for the watchers with one: current, previous.
+    selectable: [Option<Arc<Value>>; 2],
 }
 
 impl CacheEvent {
@@ -205,6 +216,20 @@ impl CacheEvent {
     pub fn previous_object(&self) -> Option<Arc<Value>> {
         let previous = self.previous.as_ref()?;
         Some(self.derive(|d| &mut d.parsed[1], || Arc::new(previous.object())))
+    }
+
+    /// What selectors read of the object after the change, parsed once while the event is
+    /// recent.
+    pub fn current_selectable(&self) -> Option<Arc<Value>> {
+        let current = self.current.as_ref()?;
+        Some(self.derive(|d| &mut d.selectable[0], || Arc::new(current.selectable())))
+    }
+
+    /// What selectors read of the object before the change, parsed once while the event is
+    /// recent.
+    pub fn previous_selectable(&self) -> Option<Arc<Value>> {
+        let previous = self.previous.as_ref()?;
+        Some(self.derive(|d| &mut d.selectable[1], || Arc::new(previous.selectable())))
     }
 
     /// The last state of an object that left, stamped with the revision it left at.

@@ -191,6 +191,20 @@ mod tests {
         );
     }
 
+    /// Each of `selectors` on `def` selects `object`'s projection exactly when it selects
+    /// `object`.
+    fn assert_selects_alike(def: &ResourceDef, object: &Value, selectors: &[&str]) {
+        let projection = selectable(object).unwrap();
+        for raw in selectors {
+            let selector = ObjectFieldSelector::parse(def, raw).unwrap();
+            assert_eq!(
+                selector.matches(&projection),
+                selector.matches(object),
+                "{raw}"
+            );
+        }
+    }
+
     #[test]
     fn the_selectable_part_of_an_object_selects_as_the_whole_object_does() {
         let pods = lookup("", "v1", "pods").unwrap();
@@ -206,23 +220,20 @@ mod tests {
             projection.pointer("/spec/containers").is_none(),
             "{projection}"
         );
-        for raw in [
-            "spec.nodeName=n1",
-            "spec.nodeName=n2",
-            "spec.nodeName=",
-            "status.phase!=Succeeded,status.phase!=Failed",
-            "spec.hostNetwork=false",
-            "metadata.name=p,metadata.namespace=ns",
-            "spec.schedulerName=other",
-            "status.nominatedNodeName=",
-        ] {
-            let selector = ObjectFieldSelector::parse(pods, raw).unwrap();
-            assert_eq!(
-                selector.matches(&projection),
-                selector.matches(&pod),
-                "{raw}"
-            );
-        }
+        assert_selects_alike(
+            pods,
+            &pod,
+            &[
+                "spec.nodeName=n1",
+                "spec.nodeName=n2",
+                "spec.nodeName=",
+                "status.phase!=Succeeded,status.phase!=Failed",
+                "spec.hostNetwork=false",
+                "metadata.name=p,metadata.namespace=ns",
+                "spec.schedulerName=other",
+                "status.nominatedNodeName=",
+            ],
+        );
         assert_eq!(
             crate::objects::labels(&projection),
             crate::objects::labels(&pod)
@@ -232,19 +243,15 @@ mod tests {
         let event = json!({"kind": "Event", "metadata": {"name": "e"},
             "involvedObject": {"kind": "Pod", "name": "p"}, "reason": "Scheduled",
             "source": {"component": "default-scheduler"}, "message": "m"});
-        let projection = selectable(&event).unwrap();
-        for raw in [
-            "source=default-scheduler",
-            "involvedObject.name=p",
-            "reason=Failed",
-        ] {
-            let selector = ObjectFieldSelector::parse(events, raw).unwrap();
-            assert_eq!(
-                selector.matches(&projection),
-                selector.matches(&event),
-                "{raw}"
-            );
-        }
+        assert_selects_alike(
+            events,
+            &event,
+            &[
+                "source=default-scheduler",
+                "involvedObject.name=p",
+                "reason=Failed",
+            ],
+        );
         assert!(selectable(&json!({"metadata": {"name": "no-kind"}})).is_none());
     }
 }

@@ -85,7 +85,6 @@ pub enum StartError {
     },
 }
 
-/// Resolves once the shutdown flag is set.
 impl State {
     /// The objects of `segment` (in `namespace`, else all), from the watch cache, as upstream's
     /// admission plugins read their informers: no etcd read on every write. An object written a
@@ -105,17 +104,14 @@ impl State {
                 .snapshot(&prefix)
                 .0
                 .iter()
-                .map(|cached| storage::Stored {
-                    key: cached.key.clone(),
-                    object: cached.object(),
-                    mod_revision: cached.mod_revision,
-                })
+                .map(|cached| cached.to_stored())
                 .collect());
         }
         Ok(self.store.list(&prefix, None, 0, 0, false).await?.items)
     }
 }
 
+/// Resolves once the shutdown flag is set.
 pub async fn stopping(rx: &mut tokio::sync::watch::Receiver<bool>) {
     // The guard `wait_for` returns is dropped here, before any caller's next await.
     let _ = rx.wait_for(|stopping| *stopping).await.is_ok();

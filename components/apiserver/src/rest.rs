@@ -1077,11 +1077,7 @@ fn cached_for_update(
         .caches
         .existing(&state.store.collection(t.segment(), None))?
         .get(key)?;
-    Some(Stored {
-        key: cached.key.clone(),
-        object: cached.object(),
-        mod_revision: cached.mod_revision,
-    })
+    Some(cached.to_stored())
 }
 
 /// A deleting object whose last finalizer is gone (and whose grace period is over) is removed.

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
-use crate::cache::{self, line, Cache, CacheEvent, CachedObject};
+use crate::cache::{self, line, Cache, CacheEvent};
 use crate::metrics::LatencyLabels;
 use crate::response::{query_bool, Body};
 use crate::rest::{to_wire, Selectors, Target};
@@ -312,13 +312,16 @@ async fn run(
 fn translate(request: &WatchRequest, event: &CacheEvent) -> Option<Bytes> {
     let selectors = &request.selectors;
     let everything = selectors.is_everything();
-    let matches = |object: &Option<Arc<CachedObject>>| {
-        object
-            .as_ref()
-            .is_some_and(|o| everything || selectors.matches(&o.selectable()))
-    };
-    let old_matches = matches(&event.previous);
-    let new_matches = matches(&event.current);
+    let old_matches = event.previous.is_some()
+        && (everything
+            || event
+                .previous_selectable()
+                .is_some_and(|o| selectors.matches(&o)));
+    let new_matches = event.current.is_some()
+        && (everything
+            || event
+                .current_selectable()
+                .is_some_and(|c| selectors.matches(&c)));
     let kind = match (old_matches, new_matches) {
         (true, true) => "MODIFIED",
         (false, true) => "ADDED",

@@ -133,12 +133,7 @@ async fn create_pods(
 /// run is: until a watch of the namespace has seen every pod bound (so the API server also
 /// keeps the pods' watch cache, as it does while a scheduler watches them).
 async fn direct_bindings(api: &Api, plan: &Plan) -> Result<Duration, LoadError> {
-    let rv = list_resource_version(api, DIRECT_NAMESPACE).await?;
-    let watch = {
-        let api = api.clone();
-        let count = plan.pods;
-        tokio::spawn(async move { watch_until_bound(&api, DIRECT_NAMESPACE, &rv, count).await })
-    };
+    let watch = spawn_bound_watch(api, DIRECT_NAMESPACE, plan.pods).await?;
     let started = Instant::now();
     let (api, nodes) = (api.clone(), plan.nodes);
     for_each(plan.pods, plan.concurrency, move |i| {
@@ -202,13 +197,16 @@ pub(crate) async fn follow_watch(
     }
 }
 
+/// When the first and the last pod were seen bound, and how many went to each node.
+type BoundWatch = (Instant, Instant, BTreeMap<String, usize>);
+
 /// Counts pods seen bound on a watch of `namespace` until all `count` are.
 async fn watch_until_bound(
     api: &Api,
     namespace: &str,
     resource_version: &str,
     count: usize,
-) -> Result<(Instant, Instant, BTreeMap<String, usize>), LoadError> {
+) -> Result<BoundWatch, LoadError> {
     let path = format!(
         "/api/v1/namespaces/{namespace}/pods?watch=true&resourceVersion={resource_version}&allowWatchBookmarks=false"
     );
@@ -236,6 +234,19 @@ async fn watch_until_bound(
     Ok((first.unwrap_or(now), now, per_node))
 }
 
+/// [`watch_until_bound`] from `namespace`'s current version, started before the bindings are.
+async fn spawn_bound_watch(
+    api: &Api,
+    namespace: &'static str,
+    count: usize,
+) -> Result<tokio::task::JoinHandle<Result<BoundWatch, LoadError>>, LoadError> {
+    let rv = list_resource_version(api, namespace).await?;
+    let api = api.clone();
+    Ok(tokio::spawn(async move {
+        watch_until_bound(&api, namespace, &rv, count).await
+    }))
+}
+
 pub(crate) async fn list_resource_version(api: &Api, namespace: &str) -> Result<String, LoadError> {
     let body = api
         .get(&format!("/api/v1/namespaces/{namespace}/pods?limit=1"))
@@ -248,18 +259,13 @@ pub(crate) async fn list_resource_version(api: &Api, namespace: &str) -> Result<
 }
 
 async fn scheduler_run(api: &Api, plan: &Plan) -> Result<SchedulerRun, LoadError> {
-    let rv = list_resource_version(api, SCHEDULED_NAMESPACE).await?;
     let config = plan.work_dir.join("scheduler-config.yaml");
     std::fs::write(
         &config,
         format!("apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nparallelism: {}\n", plan.concurrency),
     )?;
     let log = std::fs::File::create(plan.work_dir.join("scheduler.log"))?;
-    let watch = {
-        let api = api.clone();
-        let count = plan.pods;
-        tokio::spawn(async move { watch_until_bound(&api, SCHEDULED_NAMESPACE, &rv, count).await })
-    };
+    let watch = spawn_bound_watch(api, SCHEDULED_NAMESPACE, plan.pods).await?;
     let started = Instant::now();
     let mut child = tokio::process::Command::new(&plan.scheduler_bin)
         .arg("--kubeconfig")
