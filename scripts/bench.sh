@@ -26,6 +26,8 @@ sched_pods=${BENCH_SCHED_PODS:-10000}
 sched_concurrency=${BENCH_SCHED_CONCURRENCY:-16}
 kcm_replicas=${BENCH_KCM_REPLICAS:-1000}
 kcm_concurrency=${BENCH_KCM_CONCURRENCY:-64}
+# Extra etcd flags for every section (e.g. "--backend-batch-interval=10ms").
+read -r -a etcd_flags <<<"${BENCH_ETCD_FLAGS:-}"
 # The sections to run (BENCH_ONLY="cache" re-measures one figure).
 only=${BENCH_ONLY:-write cache sched kcm}
 wants() { [[ " $only " == *" $1 "* ]]; }
@@ -49,7 +51,7 @@ start() {
   etcd --data-dir "$work/$name-etcd" --listen-client-urls "http://127.0.0.1:$etcd_port" \
     --advertise-client-urls "http://127.0.0.1:$etcd_port" --listen-peer-urls "http://127.0.0.1:$peer_port" \
     --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" --initial-cluster "default=http://127.0.0.1:$peer_port" \
-    --logger=zap --log-level=error >"$work/$name-etcd.log" 2>&1 &
+    --logger=zap --log-level=error "${etcd_flags[@]}" >"$work/$name-etcd.log" 2>&1 &
   pids+=($!)
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$etcd_port/health" >/dev/null && break; sleep 0.1; done
 

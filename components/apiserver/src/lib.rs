@@ -283,6 +283,7 @@ pub async fn run(
         state.clone(),
         listener,
         tls_config,
+        opts.http2_max_streams_per_connection,
         shutdown_rx,
     ));
     stop.await;

@@ -84,6 +84,10 @@ pub struct Options {
     /// Mutating requests served at once; more are answered 429. 0 means no limit.
     #[arg(long = "max-mutating-requests-inflight", default_value_t = 200)]
     pub max_mutating_requests_inflight: usize,
+    /// Streams one client may have open at once on an HTTP/2 connection: a component's watches
+    /// and requests all share one connection.
+    #[arg(long = "http2-max-streams-per-connection", default_value_t = 1000)]
+    pub http2_max_streams_per_connection: u32,
     /// Log verbosity, as upstream's -v: 0-1 info, 2-4 debug, 5+ trace.
     #[arg(short = 'v', long = "v", default_value_t = 0)]
     pub verbosity: u8,
@@ -243,6 +247,7 @@ mod tests {
             .expect("the defaults parse");
         assert_eq!(opts.etcd_compaction_interval, Duration::from_secs(300));
         assert_eq!(opts.max_requests_inflight, 400);
+        assert_eq!(opts.http2_max_streams_per_connection, 1000);
         assert_eq!(opts.max_mutating_requests_inflight, 200);
         let opts = Options::try_parse_from([
             "hakube-apiserver",

@@ -42,6 +42,7 @@ pub async fn serve(
     state: Arc<State>,
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
+    http2_max_streams: u32,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let acceptor = TlsAcceptor::from(tls);
@@ -83,7 +84,8 @@ pub async fn serve(
                         let handling = Box::pin(handle(state.clone(), cert_user.clone(), req));
                         async move { Ok::<_, Infallible>(handling.await) }
                     });
-                    let builder = auto::Builder::new(TokioExecutor::new());
+                    let mut builder = auto::Builder::new(TokioExecutor::new());
+                    builder.http2().max_concurrent_streams(http2_max_streams);
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
                     if let Err(e) = watcher.watch(conn.into_owned()).await {
                         tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -52,8 +52,7 @@ pub async fn run(options: Options) -> Result<(), ManagerError> {
             .as_deref()
             .map(controllers::root_ca::pem_bundle),
     };
-    let client =
-        kube::Client::try_from(config).map_err(hakube_runtime::client::ClientError::from)?;
+    let client = hakube_runtime::client::from_config(config)?;
     let mut registry = Registry::default();
     let metrics = Arc::new(Metrics::register(&mut registry));
     hakube_runtime::serving::start(

@@ -78,6 +78,10 @@ struct Scheduler {
 
 /// Runs the scheduler until it fails or, with leader election, loses its lease.
 pub async fn run(options: Options) -> Result<(), SchedulerError> {
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        "starting hakube-scheduler"
+    );
     let config = match &options.config {
         Some(path) => SchedulerConfig::load(path)?,
         None => SchedulerConfig::default(),
@@ -237,6 +241,7 @@ impl Scheduler {
                             self.on_pod_deleted(&key);
                         }
                     }
+                    tracing::debug!("pods listed");
                     self.pods_synced.store(true, Ordering::SeqCst);
                     self.synced_changed.notify_waiters();
                 }
@@ -281,6 +286,7 @@ impl Scheduler {
                             }
                         }
                     }
+                    tracing::debug!("nodes listed");
                     self.nodes_synced.store(true, Ordering::SeqCst);
                     self.synced_changed.notify_waiters();
                 }
