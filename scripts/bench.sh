@@ -10,8 +10,9 @@
 #   hakube-scheduler beside the same Bindings posted straight to the API server at the same
 #   concurrency, and the algorithm's cost per pod in process.
 # - the controller manager: a Deployment scaled from 0 to 1,000 replicas by
-#   hakube-controller-manager, until every pod exists, beside the same pods created straight
-#   through the API server at the replicaset controller's create concurrency.
+#   hakube-controller-manager, until a watch has seen every pod, beside the same pods created
+#   straight through the API server at the replicaset controller's create concurrency, timed
+#   the same way; five rounds of each in turn, medians compared.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 target=${CARGO_TARGET_DIR:-/var/tmp/hakube-target}
@@ -105,7 +106,7 @@ fi
 if wants kcm; then
 start kcm
 echo "controller-manager benchmark: a Deployment scaled 0 -> ${kcm_replicas}, limit at ${kcm_concurrency} concurrent creates ($(nproc) cores)"
-loadgen kcm --mode controller-manager --replicas "$kcm_replicas" --concurrency "$kcm_concurrency" \
+loadgen kcm --mode controller-manager --replicas "$kcm_replicas" --concurrency "$kcm_concurrency" --rounds 5 \
   --controller-manager-bin "$target/release/hakube-controller-manager" \
   --kubeconfig "$work/kcm-pki/admin.kubeconfig" --work-dir "$work"
 stop

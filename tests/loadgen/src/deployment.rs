@@ -1,6 +1,8 @@
 //! The controller-manager benchmark: a Deployment scaled from 0 to N replicas, timed from the
-//! scale until all N pods exist, beside the limit measured in the same run — the same N pods
-//! created straight through the API server by a load generator at the same concurrency.
+//! scale until a watch has seen all N pods, beside the limit measured in the same run — the same
+//! N pods created straight through the API server by a load generator at the same concurrency,
+//! timed the same way. The two take turns for a few rounds, and the medians are compared, as
+//! one round of each is a fraction of a second on a shared machine.
 
 use std::collections::HashSet;
 use std::path::PathBuf;
@@ -12,14 +14,13 @@ use crate::scheduler::{create_namespace, follow_watch, for_each, list_resource_v
 use crate::watchcache::Api;
 use crate::{ApiTarget, LoadError};
 
-const DIRECT_NAMESPACE: &str = "bench-direct";
-const DEPLOYMENT_NAMESPACE: &str = "bench-deploy";
 const DEPLOYMENT: &str = "bench";
 const SETTLE: Duration = Duration::from_secs(30);
 
 pub struct Plan {
     pub replicas: usize,
     pub concurrency: usize,
+    pub rounds: u32,
     pub controller_manager_bin: PathBuf,
     pub kubeconfig: PathBuf,
     pub work_dir: PathBuf,
@@ -33,37 +34,56 @@ fn template() -> Value {
     })
 }
 
-/// The limit: `replicas` pods like the Deployment's, posted straight to the API server.
-async fn direct(api: &Api, plan: &Plan) -> Result<Duration, LoadError> {
-    create_namespace(api, DIRECT_NAMESPACE).await?;
-    let api = api.clone();
+/// The limit: `replicas` pods like the Deployment's, posted straight to the API server into
+/// `namespace`, until a watch has seen them all.
+async fn direct(api: &Api, plan: &Plan, namespace: &str) -> Result<Duration, LoadError> {
+    create_namespace(api, namespace).await?;
+    let watch = spawn_created_watch(api, namespace, plan.replicas).await?;
+    let started = Instant::now();
+    let poster = api.clone();
+    let pods = format!("/api/v1/namespaces/{namespace}/pods");
     for_each(plan.replicas, plan.concurrency, move |i| {
-        let api = api.clone();
+        let (api, pods) = (poster.clone(), pods.clone());
         async move {
             let mut pod = template();
             pod["apiVersion"] = json!("v1");
             pod["kind"] = json!("Pod");
             pod["metadata"]["name"] = json!(format!("direct-{i:05}"));
-            post(
-                &api,
-                &format!("/api/v1/namespaces/{DIRECT_NAMESPACE}/pods"),
-                &pod,
-            )
-            .await
+            post(&api, &pods, &pod).await
         }
     })
-    .await
+    .await?;
+    let seen = watch
+        .await
+        .map_err(|e| LoadError::Unexpected(format!("the watch task failed: {e}")))??;
+    Ok(seen
+        .last()
+        .map_or_else(|| started.elapsed(), |t| t.duration_since(started)))
+}
+
+/// A watch of `namespace`'s pods from now, until `count` were added; when each tenth was seen.
+async fn spawn_created_watch(
+    api: &Api,
+    namespace: &str,
+    count: usize,
+) -> Result<tokio::task::JoinHandle<Result<Vec<Instant>, LoadError>>, LoadError> {
+    let rv = list_resource_version(api, namespace).await?;
+    let (api, namespace) = (api.clone(), namespace.to_string());
+    Ok(tokio::spawn(async move {
+        watch_until_created(&api, &namespace, &rv, count).await
+    }))
 }
 
 /// Counts pods added in the namespace on a watch from `resource_version` until `count` exist;
 /// when each tenth of them had been seen.
 async fn watch_until_created(
     api: &Api,
+    namespace: &str,
     resource_version: &str,
     count: usize,
 ) -> Result<Vec<Instant>, LoadError> {
     let path = format!(
-        "/api/v1/namespaces/{DEPLOYMENT_NAMESPACE}/pods?watch=true&resourceVersion={resource_version}"
+        "/api/v1/namespaces/{namespace}/pods?watch=true&resourceVersion={resource_version}"
     );
     let mut created: HashSet<String> = HashSet::new();
     let mut tenths = Vec::with_capacity(10);
@@ -87,9 +107,9 @@ async fn watch_until_created(
 
 /// Waits until the Deployment's controller has seen it at zero replicas (its ReplicaSet
 /// exists), so the measured time starts with a warm controller.
-async fn wait_for_replica_set(api: &Api) -> Result<(), LoadError> {
+async fn wait_for_replica_set(api: &Api, namespace: &str) -> Result<(), LoadError> {
     let deadline = Instant::now() + SETTLE;
-    let path = format!("/apis/apps/v1/namespaces/{DEPLOYMENT_NAMESPACE}/replicasets");
+    let path = format!("/apis/apps/v1/namespaces/{namespace}/replicasets");
     while Instant::now() < deadline {
         let list: Value = serde_json::from_slice(&api.get(&path).await?)?;
         if list["items"]
@@ -106,8 +126,8 @@ async fn wait_for_replica_set(api: &Api) -> Result<(), LoadError> {
 }
 
 /// The Deployment run: from the scale to 'replicas' until each tenth of the pods existed.
-async fn scale_up(api: &Api, plan: &Plan) -> Result<Vec<Duration>, LoadError> {
-    create_namespace(api, DEPLOYMENT_NAMESPACE).await?;
+async fn scale_up(api: &Api, plan: &Plan, namespace: &str) -> Result<Vec<Duration>, LoadError> {
+    create_namespace(api, namespace).await?;
     let log = std::fs::File::create(plan.work_dir.join("controller-manager.log"))?;
     let mut child = tokio::process::Command::new(&plan.controller_manager_bin)
         .arg("--kubeconfig")
@@ -132,20 +152,15 @@ async fn scale_up(api: &Api, plan: &Plan) -> Result<Vec<Duration>, LoadError> {
     });
     post(
         api,
-        &format!("/apis/apps/v1/namespaces/{DEPLOYMENT_NAMESPACE}/deployments"),
+        &format!("/apis/apps/v1/namespaces/{namespace}/deployments"),
         &deployment,
     )
     .await?;
-    wait_for_replica_set(api).await?;
-    let rv = list_resource_version(api, DEPLOYMENT_NAMESPACE).await?;
-    let watch = {
-        let api = api.clone();
-        let count = plan.replicas;
-        tokio::spawn(async move { watch_until_created(&api, &rv, count).await })
-    };
+    wait_for_replica_set(api, namespace).await?;
+    let watch = spawn_created_watch(api, namespace, plan.replicas).await?;
     let started = Instant::now();
     api.merge_patch(
-        &format!("/apis/apps/v1/namespaces/{DEPLOYMENT_NAMESPACE}/deployments/{DEPLOYMENT}"),
+        &format!("/apis/apps/v1/namespaces/{namespace}/deployments/{DEPLOYMENT}"),
         &json!({"spec": {"replicas": plan.replicas}}),
     )
     .await?;
@@ -156,32 +171,46 @@ async fn scale_up(api: &Api, plan: &Plan) -> Result<Vec<Duration>, LoadError> {
     Ok(tenths.iter().map(|t| t.duration_since(started)).collect())
 }
 
+fn median(mut values: Vec<Duration>) -> Duration {
+    values.sort();
+    values.get(values.len() / 2).copied().unwrap_or_default()
+}
+
 /// The whole benchmark, printed as it goes.
 pub async fn run(target: &ApiTarget<'_>, plan: &Plan) -> Result<(), LoadError> {
     let api = Api::connect(target).await?;
-    let limit = direct(&api, plan).await?;
+    let (mut limits, mut deployments) = (Vec::new(), Vec::new());
+    for round in 0..plan.rounds.max(1) {
+        let limit = direct(&api, plan, &format!("bench-direct-{round}")).await?;
+        println!(
+            "round {round}: limit: {} pods created straight through the API server, {} concurrent: {:.2} s ({:.0} pods/s)",
+            plan.replicas,
+            plan.concurrency,
+            limit.as_secs_f64(),
+            plan.replicas as f64 / limit.as_secs_f64()
+        );
+        let tenths = scale_up(&api, plan, &format!("bench-deploy-{round}")).await?;
+        let deployment = tenths.last().copied().unwrap_or_default();
+        let milestones: Vec<String> = tenths
+            .iter()
+            .map(|t| format!("{:.0}", t.as_secs_f64() * 1000.0))
+            .collect();
+        println!(
+            "round {round}: deployment: scaled 0 -> {} by hakube-controller-manager: {:.2} s ({:.0} pods/s); each tenth seen after (ms): {}",
+            plan.replicas,
+            deployment.as_secs_f64(),
+            plan.replicas as f64 / deployment.as_secs_f64(),
+            milestones.join(", ")
+        );
+        limits.push(limit);
+        deployments.push(deployment);
+    }
+    let (limit, deployment) = (median(limits), median(deployments));
     println!(
-        "limit: {} pods created straight through the API server, {} concurrent: {:.2} s ({:.0} pods/s)",
-        plan.replicas,
-        plan.concurrency,
+        "median of {} rounds: limit {:.2} s, deployment {:.2} s (each until a watch saw every pod)",
+        plan.rounds.max(1),
         limit.as_secs_f64(),
-        plan.replicas as f64 / limit.as_secs_f64()
-    );
-    let tenths = scale_up(&api, plan).await?;
-    let deployment = tenths.last().copied().unwrap_or_default();
-    let milestones: Vec<String> = tenths
-        .iter()
-        .map(|t| format!("{:.0}", t.as_secs_f64() * 1000.0))
-        .collect();
-    println!(
-        "deployment: scaled 0 -> {} by hakube-controller-manager: {:.2} s until every pod existed ({:.0} pods/s)",
-        plan.replicas,
-        deployment.as_secs_f64(),
-        plan.replicas as f64 / deployment.as_secs_f64()
-    );
-    println!(
-        "deployment: each tenth of the pods seen after (ms): {}",
-        milestones.join(", ")
+        deployment.as_secs_f64()
     );
     let ratio = deployment.as_secs_f64() / limit.as_secs_f64();
     println!(

@@ -48,7 +48,8 @@ struct Args {
     seconds: u64,
     #[arg(long, default_value_t = 1024)]
     size: usize,
-    /// The run is split into this many rounds of each load, taken in turn.
+    /// The run is split into this many rounds of each load, taken in turn (the write load and
+    /// the controller-manager benchmark).
     #[arg(long, default_value_t = 4)]
     rounds: u32,
     /// Watch-cache: Pods created in namespace `bench`, and the JSON size of each.
@@ -198,6 +199,7 @@ async fn controller_manager(args: &Args, target: &ApiTarget<'_>) -> Result<(), L
     let plan = deployment::Plan {
         replicas: args.replicas,
         concurrency: args.concurrency,
+        rounds: args.rounds,
         controller_manager_bin: bin.clone(),
         kubeconfig: kubeconfig.clone(),
         work_dir: args.work_dir.clone(),

@@ -36,9 +36,8 @@ use crate::options::Options;
 
 /// Pods created or deleted in one sync at most (upstream's burstReplicas).
 pub const BURST_REPLICAS: usize = 500;
-/// Pod writes in flight at once. client-go multiplexes a batch over one HTTP/2 connection;
-/// kube's client speaks HTTP/1.1 and opens a TLS connection per request in flight, so a
-/// batch of 256 would cost 256 handshakes on both ends.
+/// Pod writes in flight at once, so that one controller's burst takes at most a third of the
+/// API server's mutating in-flight limit (`--max-mutating-requests-inflight`, 200).
 const WRITES_IN_FLIGHT: usize = 64;
 const REPLICA_FAILURE: &str = "ReplicaFailure";
 
@@ -508,23 +507,28 @@ async fn manage<R: ReplicaOwner>(
             return Ok(());
         };
         let count = (wanted - pods.len()).min(BURST_REPLICAS);
-        shared.expectations.expect_creations(key, count);
         let pod = pods::from_template(template, &controller_ref(owner), &namespace);
+        let copies =
+            pods::Copies::new(shared.ctx.client.clone(), &pod).map_err(|error| ManageFailure {
+                reason: "FailedCreate",
+                message: error.to_string(),
+            })?;
+        shared.expectations.expect_creations(key, count);
         let mut created = 0;
         let mut failure = None;
         let params = PostParams::default();
         for batch in slow_start_batches(count) {
             // Collected first: a closure inside the stream's type trips the Send check.
-            let creates: Vec<_> = (0..batch).map(|_| api.create(&params, &pod)).collect();
+            let creates: Vec<_> = (0..batch).map(|_| copies.create(&params)).collect();
             let results: Vec<_> = futures::stream::iter(creates)
                 .buffer_unordered(WRITES_IN_FLIGHT)
                 .collect()
                 .await;
             for result in results {
                 match result {
-                    Ok(made) => {
+                    Ok(name) => {
                         created += 1;
-                        let note = format!("Created pod: {}", made.name_any());
+                        let note = format!("Created pod: {name}");
                         shared
                             .events
                             .record(owner, Kind::Normal, "SuccessfulCreate", note);
