@@ -4,7 +4,7 @@
 # The floor, in the same run on the same hosts: the very same etcd, hakube-apiserver,
 # scheduler and HAProxy command lines (read back from hostd's unit records) started directly
 # in their namespaces with fresh etcd data, until etcd, every API server and /readyz through
-# HAProxy answer. Prints both and their ratio.
+# HAProxy answer; the median of three such starts. Prints both and their ratio.
 set -euo pipefail
 target=${CARGO_TARGET_DIR:-/var/tmp/hakube-target}
 cargo build --release -q --bins -p hakube -p hakube-operator -p hakube-hostd -p hakube-apiserver
@@ -31,11 +31,16 @@ PY
 # The floor: the same processes without the operator. Stop hostd and its units, keep the files.
 s=$state/s
 for pidfile in "$s"/pids/hostd-*.pid; do kill -KILL -- "-$(cat "$pidfile")" 2>/dev/null || true; done
-for ns in $(ip netns list | awk '/^hakube-/{print $1}'); do
-  for pid in $(ip netns pids "$ns"); do kill -KILL "$pid" 2>/dev/null || true; done
-done
-sleep 1
-rm -rf "$s"/hosts/*/clusters/*/etcd/data
+# Stops everything in the hosts' namespaces and wipes etcd's data, for a fresh start.
+stop_hosts() {
+  for ns in $(ip netns list | awk '/^hakube-/{print $1}'); do
+    for pid in $(ip netns pids "$ns"); do kill -KILL "$pid" 2>/dev/null || true; done
+  done
+  wait 2>/dev/null || true
+  sleep 1
+  rm -rf "$s"/hosts/*/clusters/*/etcd/data
+}
+stop_hosts
 commands=$(python3 - "$s" <<'PY'
 import glob, json, os, shlex, sys
 state = sys.argv[1]
@@ -67,11 +72,20 @@ ready() {
   done
   curl -skf https://10.77.0.10:6443/readyz >/dev/null
 }
-start=$(date +%s.%N)
-launch etcd
-until etcd_ready; do sleep 0.05; done
-launch kube-
-launch haproxy
-until ready; do sleep 0.05; done
-floor=$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$start" "$(date +%s.%N)")
+# A fresh three-member etcd elects its leader after 0.1 s or after seconds, so the floor is the
+# median of three starts.
+floors=()
+for round in 1 2 3; do
+  start=$(date +%s.%N)
+  launch etcd
+  until etcd_ready; do sleep 0.05; done
+  etcd_at=$(date +%s.%N)
+  launch kube-
+  launch haproxy
+  until ready; do sleep 0.05; done
+  floors+=("$(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$start" "$(date +%s.%N)")")
+  echo "floor, start $round: ${floors[-1]}s (etcd healthy after $(python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$start" "$etcd_at")s)"
+  stop_hosts 2>/dev/null
+done
+floor=$(printf '%s\n' "${floors[@]}" | sort -n | sed -n 2p)
 echo "bring-up: apply → Available ${operator}s through the operator; the same processes started directly ${floor}s; ratio $(python3 -c "print(f'{$operator / $floor:.2f}')")× (goal ≤ 1.5×)"
