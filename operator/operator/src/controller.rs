@@ -1203,9 +1203,12 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
     let settled =
         membership_done && !rotating && (rolled.record.is_none() || rolled.halted.is_some());
     // A cluster coming up or a failing host is watched closely: each stage of a bring-up
-    // waits on the one before, and a failure threshold runs out between reconciles.
+    // waits on the one before (and a Cluster that serves nobody yet is looked at most often),
+    // and a failure threshold runs out between reconciles.
     Ok(Action::requeue(if planned.complete && settled {
         Duration::from_secs(15)
+    } else if !planned.available {
+        Duration::from_millis(100)
     } else {
         Duration::from_millis(250)
     }))

@@ -348,13 +348,16 @@ pub fn load_balancer(
         Some(IpAddr::V4(_)) => format!("0.0.0.0:{port}"),
         Some(IpAddr::V6(_)) => format!(":::{port} v4v6"),
     };
+    // A server that is down is checked five times a second, so an API server that was not
+    // ready yet when HAProxy started (or came back) is taken in 200 ms after it is, not a
+    // whole `inter` later; kubeadm's HA guide sets `downinter` too.
     let mut config = format!(
         "# Rendered by hakube-operator.\n\
          global\n  maxconn 4000\n\n\
          defaults\n  mode tcp\n  timeout connect 5s\n  timeout client 1h\n  timeout server 1h\n  timeout check 1s\n\n\
          frontend kube-apiserver\n  bind {}\n  default_backend kube-apiservers\n\n\
          backend kube-apiservers\n  balance roundrobin\n  option httpchk GET /readyz\n  http-check expect status 200\n  \
-         default-server check check-ssl verify none inter 1s fall 2 rise 1\n",
+         default-server check check-ssl verify none inter 1s downinter 200ms fall 2 rise 1\n",
         bind
     );
     for (name, ip) in apiservers {

@@ -217,6 +217,10 @@ fn haproxy_balances_every_apiserver_checked_on_readyz() {
     let config = String::from_utf8(plan.files[0].content.clone()).unwrap();
     assert!(config.contains("bind 10.77.0.10:6443\n"), "{config}");
     assert!(config.contains("option httpchk GET /readyz"), "{config}");
+    assert!(
+        config.contains("inter 1s downinter 200ms fall 2 rise 1"),
+        "{config}"
+    );
     for (name, ip) in addresses() {
         assert!(
             config.contains(&format!("server {name} {ip}:6443")),
