@@ -166,9 +166,6 @@ pub fn ensure(
     let existing_sa = existing
         .get(&sa_name)
         .and_then(|d| Some((d.get("sa.key")?.clone(), d.get("sa.pub")?.clone())));
-    // An RSA key takes as long as all the ECDSA certificates together: it is made beside them.
-    let kept_or_generating_sa =
-        existing_sa.ok_or_else(|| std::thread::spawn(hakube_pki::service_account_key_pair));
     let mut changes = PkiChanges::default();
     let ca = authorities(inputs, existing, "ca", "kubernetes", &mut changes)?;
     let etcd_ca = authorities(inputs, existing, "etcd-ca", "etcd-ca", &mut changes)?;
@@ -181,12 +178,10 @@ pub fn ensure(
     )?;
     let mut changed = std::mem::take(&mut changes.written);
 
-    let (sa_key, sa_pub) = match kept_or_generating_sa {
-        Ok(pair) => pair,
-        Err(generating) => {
-            let pair = generating
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))?;
+    let (sa_key, sa_pub) = match existing_sa {
+        Some(pair) => pair,
+        None => {
+            let pair = hakube_pki::service_account_key_pair()?;
             changed.insert(
                 sa_name,
                 BTreeMap::from([

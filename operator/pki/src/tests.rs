@@ -126,11 +126,13 @@ fn a_tampered_request_is_refused() {
 }
 
 #[test]
-fn service_account_keys_are_an_rsa_pair() {
+fn service_account_keys_are_a_p256_pair() {
     let (private, public) = service_account_key_pair().unwrap();
+    assert!(private.starts_with("-----BEGIN PRIVATE KEY-----"));
     let key = PKey::private_key_from_pem(private.as_bytes()).unwrap();
     let public = PKey::public_key_from_pem(public.as_bytes()).unwrap();
-    assert_eq!(key.bits(), 2048);
+    let curve = key.ec_key().unwrap().group().curve_name();
+    assert_eq!(curve, Some(openssl::nid::Nid::X9_62_PRIME256V1));
     assert!(key.public_eq(&public));
 }
 

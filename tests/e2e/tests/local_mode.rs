@@ -4,6 +4,7 @@
 //! leaving nothing behind. The suite takes the machine's `hakube0` bridge and `hakube-*`
 //! namespaces, so its tests run one at a time (see .config/nextest.toml).
 
+use base64::Engine;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -341,6 +342,44 @@ fn stacked_cluster_comes_up_serves_kubectl_through_haproxy_and_goes_down_cleanly
     assert!(local
         .ok(&kubeconfig, &["get", "configmap", "through-haproxy"])
         .contains("through-haproxy"));
+
+    // ServiceAccount tokens: the operator's P-256 key signs ES256, and the token alone (no
+    // client certificate) authenticates through HAProxy to whichever API server answers.
+    let token = local.ok(&kubeconfig, &["create", "token", "default"]);
+    let header = token
+        .trim()
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["alg"], "ES256");
+    for _ in 0..3 {
+        let out = Command::new("kubectl")
+            .args([
+                "--kubeconfig=/dev/null",
+                "--server=https://10.77.0.10:6443",
+                "--insecure-skip-tls-verify",
+                &format!("--token={}", token.trim()),
+                "auth",
+                "whoami",
+                "-o",
+                "jsonpath={.status.userInfo.username}",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            "system:serviceaccount:default:default",
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 
     let status = local.hakube(&["status"]);
     let status = String::from_utf8_lossy(&status.stdout);
