@@ -822,43 +822,39 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
 
     // Act, unless paused.
     if !cluster.spec.paused {
-        for step in &planned.steps {
-            match step {
-                Step::EnsureEtcd => {
-                    for (host, plan) in &etcd_plans {
-                        if !rolled.held.contains(host) {
-                            ensure_host(ctx, cluster, &resolved, &views, host, plan, None).await?;
-                        }
-                    }
-                }
-                Step::EnsureControlPlane => {
-                    // Host by host, each fetching the bundle, would add up; they go together.
-                    futures::future::try_join_all(
-                        control_plane_plans
-                            .iter()
-                            .filter(|(host, _)| !rolled.held.contains(*host))
-                            .map(|(host, plan)| {
-                                ensure_host(
-                                    ctx,
-                                    cluster,
-                                    &resolved,
-                                    &views,
-                                    host,
-                                    plan,
-                                    Some(&resolved.bundle),
-                                )
-                            }),
-                    )
-                    .await?;
-                }
-                Step::EnsureLoadBalancer => {
-                    for (host, plan) in &lb_plans {
-                        ensure_host(ctx, cluster, &resolved, &views, host, plan, None).await?;
-                    }
-                }
-                Step::WaitForHosts(_) | Step::Done => {}
+        // Each step was planned from what this reconcile observed (the control plane only once
+        // etcd has quorum, and so on), so the planned steps go together: none waits on another's
+        // effect within one reconcile.
+        let unplanned = BTreeMap::new();
+        let if_planned = |step: Step, plans| {
+            if planned.steps.contains(&step) {
+                plans
+            } else {
+                &unplanned
             }
-        }
+        };
+        let ensure = |plans, held, bundle| {
+            ensure_hosts(ctx, cluster, &resolved, &views, plans, held, bundle)
+        };
+        let holds_none = BTreeSet::new();
+        futures::future::try_join3(
+            ensure(
+                if_planned(Step::EnsureEtcd, &etcd_plans),
+                &rolled.held,
+                None,
+            ),
+            ensure(
+                if_planned(Step::EnsureControlPlane, &control_plane_plans),
+                &rolled.held,
+                Some(&resolved.bundle),
+            ),
+            ensure(
+                if_planned(Step::EnsureLoadBalancer, &lb_plans),
+                &holds_none,
+                None,
+            ),
+        )
+        .await?;
         // A host the External control plane gave up (replaced or scaled away) stops serving
         // it once it answers; it holds no state, so nothing else needs wiping.
         if topology == Topology::External {
@@ -1708,6 +1704,28 @@ async fn prefetch_bundle(ctx: &Context, resolved: &Resolved, host: &str, bundle:
     });
 }
 
+/// Ensures each plan on its host, all at once, but on the hosts the rollout `held`: members
+/// of a new Cluster must all start to form a quorum, and hosts fetching the bundle one after
+/// another would add up.
+async fn ensure_hosts(
+    ctx: &Context,
+    cluster: &Cluster,
+    resolved: &Resolved,
+    views: &BTreeMap<String, HostView>,
+    plans: &BTreeMap<String, HostPlan>,
+    held: &BTreeSet<String>,
+    bundle: Option<&Bundle>,
+) -> Result<(), Error> {
+    futures::future::try_join_all(
+        plans
+            .iter()
+            .filter(|(host, _)| !held.contains(*host))
+            .map(|(host, plan)| ensure_host(ctx, cluster, resolved, views, host, plan, bundle)),
+    )
+    .await?;
+    Ok(())
+}
+
 async fn ensure_host(
     ctx: &Context,
     cluster: &Cluster,
@@ -1722,33 +1740,41 @@ async fn ensure_host(
     if let Some(bundle) = bundle {
         fetch_bundle(ctx, resolved, host, bundle).await?;
     }
-    let mut agent = ctx.agent(host, &resolved.endpoints[host]).await?;
-    for file in &plan.files {
-        agent
-            .write_file(hostd::WriteFileRequest {
-                path: format!("{}/{}", paths.root, file.path),
-                content: file.content.clone(),
-                mode: file.mode,
-            })
-            .await
-            .map_err(hostd_error)?;
-    }
-    for unit in &plan.units {
-        let response = agent
-            .ensure_unit(hostd::EnsureUnitRequest {
-                spec: Some(unit_spec(
-                    cluster,
-                    unit,
-                    &paths.root,
-                    bundle,
-                    plan.inputs_digest(unit, &paths.root),
-                )),
-            })
-            .await
-            .map_err(hostd_error)?
-            .into_inner();
-        let action = hostd::EnsureAction::try_from(response.action)
-            .unwrap_or(hostd::EnsureAction::Unspecified);
+    let agent = ctx.agent(host, &resolved.endpoints[host]).await?;
+    // Each file and then each unit goes in its own request at once: on one HTTP/2 connection
+    // a host's dozen files cost one round trip, not twelve.
+    futures::future::try_join_all(plan.files.iter().map(|file| {
+        let mut agent = agent.clone();
+        let request = hostd::WriteFileRequest {
+            path: format!("{}/{}", paths.root, file.path),
+            content: file.content.clone(),
+            mode: file.mode,
+        };
+        async move { agent.write_file(request).await }
+    }))
+    .await
+    .map_err(hostd_error)?;
+    let actions = futures::future::try_join_all(plan.units.iter().map(|unit| {
+        let mut agent = agent.clone();
+        let request = hostd::EnsureUnitRequest {
+            spec: Some(unit_spec(
+                cluster,
+                unit,
+                &paths.root,
+                bundle,
+                plan.inputs_digest(unit, &paths.root),
+            )),
+        };
+        async move {
+            let response = agent.ensure_unit(request).await?.into_inner();
+            Ok((unit, response.action))
+        }
+    }))
+    .await
+    .map_err(hostd_error)?;
+    for (unit, action) in actions {
+        let action =
+            hostd::EnsureAction::try_from(action).unwrap_or(hostd::EnsureAction::Unspecified);
         let verb = match action {
             hostd::EnsureAction::Created => Some("Started"),
             hostd::EnsureAction::Restarted => Some("Restarted"),
