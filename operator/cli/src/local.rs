@@ -119,13 +119,19 @@ fn build_bundle(bin: &Path, out: &Path) -> Result<(), Error> {
         file,
         flate2::Compression::fast(),
     ));
-    for binary in BUNDLE_BINARIES {
-        let path = bin.join(binary);
-        if path.exists() {
-            archive
-                .append_path_with_name(&path, binary)
-                .map_err(io(format!("adding {binary} to the bundle")))?;
-        }
+    let binaries: Vec<&str> = BUNDLE_BINARIES
+        .into_iter()
+        .filter(|binary| bin.join(binary).exists())
+        .collect();
+    hakube_operator::bundles::Manifest {
+        binaries: binaries.iter().map(|b| b.to_string()).collect(),
+    }
+    .append_to(&mut archive)
+    .map_err(io("adding the manifest to the bundle"))?;
+    for binary in binaries {
+        archive
+            .append_path_with_name(bin.join(binary), binary)
+            .map_err(io(format!("adding {binary} to the bundle")))?;
     }
     archive
         .into_inner()
