@@ -109,16 +109,15 @@ fn network(hosts: &[Host]) -> Result<(), Error> {
     Ok(())
 }
 
-/// The local version's bundle: the built binaries, as a tar.gz.
+/// The local version's bundle: the built binaries, as a zstd-compressed tar.
 fn build_bundle(bin: &Path, out: &Path) -> Result<(), Error> {
     if let Some(dir) = out.parent() {
         fs::create_dir_all(dir).map_err(io("creating the bundle directory"))?;
     }
     let file = fs::File::create(out).map_err(io("creating the bundle"))?;
-    let mut archive = tar::Builder::new(flate2::write::GzEncoder::new(
-        file,
-        flate2::Compression::fast(),
-    ));
+    let mut archive = tar::Builder::new(
+        hakube_hostd_api::bundle::zstd_writer(file).map_err(io("compressing the bundle"))?,
+    );
     let binaries: Vec<&str> = BUNDLE_BINARIES
         .into_iter()
         .filter(|binary| bin.join(binary).exists())
@@ -173,7 +172,7 @@ pub async fn up(
         .unwrap_or_else(|| PathBuf::from("."));
     build_bundle(
         &bin,
-        &state.path(&format!("bundles/{LOCAL_VERSION}.tar.gz")),
+        &state.path(&format!("bundles/{LOCAL_VERSION}.tar.zst")),
     )?;
     let hosts = inventory(topology)?;
     network(&hosts)?;

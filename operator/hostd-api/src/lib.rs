@@ -4,8 +4,10 @@
 //! - [`join`]: the JSON bodies of the HTTPS join exchange, in which a host trades a one-time token
 //!   and a certificate signing request for its certificate.
 //! - [`client`]: a gRPC channel to a hostd with the operator's client certificate.
+//! - [`bundle`]: the archive format of the version bundles the operator serves to hosts.
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod client;
 pub mod join;
 

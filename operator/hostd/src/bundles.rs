@@ -145,7 +145,7 @@ impl BundleStore {
         let suffix = format!("{:016x}", rand::random::<u64>());
         let archive = self
             .dir
-            .join(format!("{TEMPORARY_PREFIX}{version}-{suffix}.tar.gz"));
+            .join(format!("{TEMPORARY_PREFIX}{version}-{suffix}.archive"));
         let downloaded = self.download(url, &archive).await;
         let (actual, archive_bytes) = match downloaded {
             Ok(result) => result,
@@ -315,7 +315,9 @@ fn unpack(
         reason,
     };
     let file = std::fs::File::open(archive).map_err(io_error(archive))?;
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+    let stream =
+        hakube_hostd_api::bundle::tar_stream(file).map_err(|e| unpack_error(e.to_string()))?;
+    let mut tar = tar::Archive::new(stream);
     tar.set_preserve_permissions(true);
     tar.set_overwrite(false);
     // `unpack` refuses entries that would land outside the directory (.., absolute links).

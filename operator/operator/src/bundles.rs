@@ -1,5 +1,5 @@
-//! Version bundles: `<bundle-dir>/<version>.tar.gz`, each holding the hakube binaries of one
-//! version. The operator serves them to hosts (which check the sha256 it sends along) and
+//! Version bundles: `<bundle-dir>/<version>.tar.zst` (or `.tar.gz`), each holding the hakube
+//! binaries of one version. The operator serves them to hosts (which check the sha256 it sends along) and
 //! renders only the components a version contains. A bundle's builder may describe it in a
 //! first entry, [`MANIFEST`], which spares the operator a pass over the whole archive.
 
@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
+use hakube_hostd_api::bundle;
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
@@ -62,12 +63,12 @@ impl Manifest {
 pub struct Bundle {
     pub version: String,
     pub path: PathBuf,
+    /// The archive's file name, which hosts fetch it by.
+    pub file_name: String,
     pub sha256: String,
     /// File names at the top of the archive.
     pub binaries: Vec<String>,
 }
-
-const SUFFIX: &str = ".tar.gz";
 
 /// The bundles read so far, by path, with the size and modification time they were read at:
 /// each archive is hashed and listed once, not on every reconcile.
@@ -88,9 +89,19 @@ impl Catalog {
         let mut bundles = BTreeMap::new();
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            let Some(version) = name.strip_suffix(SUFFIX) else {
+            let Some(version) = bundle::version_of(&name) else {
                 continue;
             };
+            // A version with both archives is served from the preferred one.
+            let preferred = |other: &Bundle| {
+                bundle::SUFFIXES.iter().position(|s| name.ends_with(s))
+                    < bundle::SUFFIXES
+                        .iter()
+                        .position(|s| other.file_name.ends_with(s))
+            };
+            if bundles.get(version).is_some_and(|other| !preferred(other)) {
+                continue;
+            }
             let path = entry.path();
             let metadata = entry.metadata().map_err(|source| BundleError::Read {
                 path: path.clone(),
@@ -103,7 +114,7 @@ impl Catalog {
             let bundle = match read.get(&path) {
                 Some((len, modified, bundle)) if (*len, *modified) == stamp => bundle.clone(),
                 _ => {
-                    let bundle = read_bundle(&path, version)?;
+                    let bundle = read_bundle(&path, &name, version)?;
                     read.insert(path, (stamp.0, stamp.1, bundle.clone()));
                     bundle
                 }
@@ -115,7 +126,7 @@ impl Catalog {
 }
 
 /// Hashes one archive and lists the binaries at its top.
-fn read_bundle(path: &Path, version: &str) -> Result<Bundle, BundleError> {
+fn read_bundle(path: &Path, file_name: &str, version: &str) -> Result<Bundle, BundleError> {
     let read = |source| BundleError::Read {
         path: path.to_path_buf(),
         source,
@@ -123,7 +134,7 @@ fn read_bundle(path: &Path, version: &str) -> Result<Bundle, BundleError> {
     let bytes = std::fs::read(path).map_err(read)?;
     let sha256 = hex(&Sha256::digest(&bytes));
     let mut binaries = Vec::new();
-    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(&bytes[..]));
+    let mut archive = tar::Archive::new(bundle::tar_stream(&bytes[..]).map_err(read)?);
     for (index, file) in archive.entries().map_err(read)?.enumerate() {
         let mut file = file.map_err(read)?;
         let name = file.path().map_err(read)?.to_string_lossy().into_owned();
@@ -149,6 +160,7 @@ fn read_bundle(path: &Path, version: &str) -> Result<Bundle, BundleError> {
     Ok(Bundle {
         version: version.to_string(),
         path: path.to_path_buf(),
+        file_name: file_name.to_string(),
         sha256,
         binaries,
     })
@@ -232,6 +244,25 @@ mod tests {
         assert!(
             matches!(&error, BundleError::Manifest { path, .. } if path == &malformed),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_zstd_archive_is_preferred_to_a_gzip_one_of_the_same_version() {
+        let dir = tempfile::tempdir().unwrap();
+        write_bundle(&dir.path().join("v1.tar.gz"), &["hakube-apiserver"]);
+        let file = std::fs::File::create(dir.path().join("v1.tar.zst")).unwrap();
+        let mut archive = tar::Builder::new(bundle::zstd_writer(file).unwrap());
+        manifest(&["hakube-apiserver", "hakube-scheduler"])
+            .append_to(&mut archive)
+            .unwrap();
+        archive.into_inner().unwrap().finish().unwrap();
+        let bundles = Catalog::default().scan(dir.path()).unwrap();
+        assert_eq!(bundles.len(), 1);
+        assert_eq!(bundles["v1"].file_name, "v1.tar.zst");
+        assert_eq!(
+            bundles["v1"].binaries,
+            ["hakube-apiserver", "hakube-scheduler"]
         );
     }
 

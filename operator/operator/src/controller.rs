@@ -1693,7 +1693,7 @@ fn host_paths(
 fn bundle_request(ctx: &Context, bundle: &Bundle) -> hostd::FetchBundleRequest {
     hostd::FetchBundleRequest {
         version: bundle.version.clone(),
-        url: format!("{}/bundles/{}.tar.gz", ctx.artifact_url, bundle.version),
+        url: format!("{}/bundles/{}", ctx.artifact_url, bundle.file_name),
         sha256: bundle.sha256.clone(),
     }
 }

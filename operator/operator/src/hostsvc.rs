@@ -1,5 +1,5 @@
 //! The operator's HTTPS endpoint for hosts: `POST /join` (a host trades its one-time token and
-//! a certificate request for its certificate) and `GET /bundles/<version>.tar.gz` (version
+//! a certificate request for its certificate) and `GET /bundles/<version>.tar.zst` or `.tar.gz` (version
 //! bundles, only to hosts presenting a certificate from the hosts CA). Also the hosts CA itself
 //! and the operator's client identity for hostd.
 
@@ -284,7 +284,7 @@ async fn join(
 }
 
 async fn bundle(service: &HostService, file: &str) -> Response<Body> {
-    let Some(version) = file.strip_suffix(".tar.gz") else {
+    let Some(version) = hakube_hostd_api::bundle::version_of(file) else {
         return text(StatusCode::NOT_FOUND, "not found");
     };
     if !crate::bundles::is_version_name(version) {
@@ -295,7 +295,7 @@ async fn bundle(service: &HostService, file: &str) -> Response<Body> {
             let mut response = Response::new(Full::new(Bytes::from(bytes)));
             response.headers_mut().insert(
                 http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("application/gzip"),
+                http::HeaderValue::from_static(hakube_hostd_api::bundle::content_type(file)),
             );
             response
         }

@@ -246,14 +246,13 @@ impl Local {
     }
 
     /// Adds a bundle under `version`, whole before the operator can see it.
-    fn add_bundle(&self, version: &str, build: impl FnOnce(&Path)) {
-        let partial = self.state.join(format!("{version}.partial"));
+    /// Puts a bundle in the operator's directory; `file_name` is `<version>.tar.zst` or
+    /// `<version>.tar.gz`.
+    fn add_bundle(&self, file_name: &str, build: impl FnOnce(&Path)) {
+        let partial = self.state.join(format!("{file_name}.partial"));
         build(&partial);
-        std::fs::rename(
-            &partial,
-            self.state.join(format!("bundles/{version}.tar.gz")),
-        )
-        .expect("the bundle moved into place");
+        std::fs::rename(&partial, self.state.join(format!("bundles/{file_name}")))
+            .expect("the bundle moved into place");
     }
 
     fn up(&self, topology: &str) -> String {
@@ -971,8 +970,8 @@ fn a_new_version_rolls_host_by_host_and_a_broken_one_halts_with_the_rest_serving
     let kubeconfig = local.state.join("kubeconfig");
     local.write_marker("before-upgrade");
     // The same tree's binaries under a second version name.
-    local.add_bundle("v1.33.1-local", |path| {
-        std::fs::copy(local.state.join("bundles/v1.33.0-local.tar.gz"), path)
+    local.add_bundle("v1.33.1-local.tar.zst", |path| {
+        std::fs::copy(local.state.join("bundles/v1.33.0-local.tar.zst"), path)
             .expect("the bundle copied");
     });
     let on = |version: &str| {
@@ -1014,7 +1013,8 @@ fn a_new_version_rolls_host_by_host_and_a_broken_one_halts_with_the_rest_serving
     assert!(local.has_event("RollingHost"), "no RollingHost event");
 
     // A bundle whose API server exits at once.
-    local.add_bundle("v1.33.2-broken", |path| {
+    // gzip and no manifest, as bundles made with tar alone are.
+    local.add_bundle("v1.33.2-broken.tar.gz", |path| {
         let dir = local.state.join("broken-bundle");
         std::fs::create_dir_all(&dir).unwrap();
         for binary in ["hakube-scheduler", "hakube-controller-manager"] {
