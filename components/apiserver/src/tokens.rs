@@ -391,13 +391,11 @@ mod tests {
     #[test]
     fn signed_tokens_verify_and_tampered_ones_do_not() {
         let (issuer, _dir) = issuer_with_key();
-        let token = issuer
-            .sign(json!({"sub":"system:serviceaccount:default:sa","aud":["https://kubernetes.default.svc"],"exp": 2_000_000_000}))
-            .unwrap();
+        let token = issuer.sign(claims()).unwrap();
         let claims = issuer.verify(&token, 1_700_000_000).unwrap();
         assert_eq!(claims["sub"], "system:serviceaccount:default:sa");
         assert!(matches!(
-            issuer.verify(&token, 2_000_000_001),
+            issuer.verify(&token, CLAIMS_EXPIRY + 1),
             Err(TokenError::Expired)
         ));
         let mut tampered = token.clone();
