@@ -122,7 +122,7 @@ fn build_bundle(bin: &Path, out: &Path) -> Result<(), Error> {
         .into_iter()
         .filter(|binary| bin.join(binary).exists())
         .collect();
-    hakube_operator::bundles::Manifest {
+    hakube_hostd_api::bundle::Manifest {
         binaries: binaries.iter().map(|b| b.to_string()).collect(),
     }
     .append_to(&mut archive)

@@ -1,7 +1,7 @@
 //! Version bundles: `<bundle-dir>/<version>.tar.zst` (or `.tar.gz`), each holding the hakube
-//! binaries of one version. The operator serves them to hosts (which check the sha256 it sends along) and
-//! renders only the components a version contains. A bundle's builder may describe it in a
-//! first entry, [`MANIFEST`], which spares the operator a pass over the whole archive.
+//! binaries of one version. The operator serves them to hosts (which check the sha256 it sends
+//! along) and renders only the components a version contains. A bundle's builder may describe
+//! it in a first entry, [`MANIFEST`], which spares the operator a pass over the whole archive.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
-use hakube_hostd_api::bundle;
+use hakube_hostd_api::bundle::{self, Manifest, MANIFEST};
 use sha2::{Digest, Sha256};
 
 #[derive(Debug, thiserror::Error)]
@@ -29,33 +29,6 @@ pub enum BundleError {
         path: PathBuf,
         source: serde_json::Error,
     },
-}
-
-/// The name of a bundle's first entry when its builder describes it: listing the binaries
-/// otherwise means decompressing the whole archive (84 MB, 0.2-0.3 s), which a new Cluster's
-/// first reconcile waited for. hostd unpacks it with the binaries, where it does no harm.
-pub const MANIFEST: &str = "bundle.json";
-
-/// What a bundle's [`MANIFEST`] says.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Manifest {
-    /// The file names at the top of the archive, as listing it would give them.
-    pub binaries: Vec<String>,
-}
-
-impl Manifest {
-    /// Appends the manifest to `archive`; it describes the bundle only as its first entry.
-    pub fn append_to<W: std::io::Write>(
-        &self,
-        archive: &mut tar::Builder<W>,
-    ) -> std::io::Result<()> {
-        let content = serde_json::to_vec(self)?;
-        let mut header = tar::Header::new_gnu();
-        header.set_size(content.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        archive.append_data(&mut header, MANIFEST, &content[..])
-    }
 }
 
 /// One version's bundle.
