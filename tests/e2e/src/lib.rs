@@ -208,13 +208,69 @@ impl ControlPlane {
 
     /// A control plane with `others` more API servers on its etcd and PKI, every one started
     /// at once as on hosts coming up together; the others' ports and processes, each ready.
+    ///
+    /// A port picked as free can be taken by a test running alongside before an API server
+    /// binds it; that server exits, and everything is started again on other ports.
     pub fn start_together(extra_args: &[&str], others: usize) -> (ControlPlane, Vec<(u16, Child)>) {
-        let (cp, beside) = Self::start_on(Etcd::start(), extra_args, others);
-        cp.wait_ready();
-        for (port, _) in &beside {
-            cp.wait_ready_at(&format!("https://127.0.0.1:{port}"));
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let (mut cp, mut beside) = Self::start_on(Etcd::start(), extra_args, others);
+            match cp.wait_started(&mut beside) {
+                Ok(()) => return (cp, beside),
+                Err(exit) if attempt < ATTEMPTS => {
+                    eprintln!("attempt {attempt} to start the control plane failed: {exit}");
+                    for (_, child) in &mut beside {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                }
+                Err(exit) => panic!("the control plane did not start: {exit}"),
+            }
         }
-        (cp, beside)
+        unreachable!("the last attempt returns or panics")
+    }
+
+    /// Waits until every API server answers `/readyz`. An API server that exits first is an
+    /// error carrying the end of its log; one still not ready after 30 s is a panic, with the
+    /// same.
+    fn wait_started(&mut self, beside: &mut [(u16, Child)]) -> Result<(), String> {
+        let servers: Vec<(String, PathBuf)> =
+            std::iter::once((self.url.clone(), self.dir.path().join("apiserver.log")))
+                .chain(beside.iter().enumerate().map(|(i, (port, _))| {
+                    (
+                        format!("https://127.0.0.1:{port}"),
+                        self.dir.path().join(format!("apiserver-{i}/apiserver.log")),
+                    )
+                }))
+                .collect();
+        let mut ready = vec![false; servers.len()];
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            let children =
+                std::iter::once(&mut self.apiserver).chain(beside.iter_mut().map(|(_, c)| c));
+            for (child, (_, log)) in children.zip(&servers) {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(format!(
+                        "an API server exited ({status}):\n{}",
+                        log_tail(log)
+                    ));
+                }
+            }
+            for (done, (url, _)) in ready.iter_mut().zip(&servers) {
+                *done = *done || answers_readyz(url, &self.path("ca.crt"));
+            }
+            if ready.iter().all(|done| *done) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let logs: Vec<String> = servers
+            .iter()
+            .zip(&ready)
+            .filter(|(_, done)| !**done)
+            .map(|((url, log), _)| format!("{url}:\n{}", log_tail(log)))
+            .collect();
+        panic!("hakube-apiserver not ready after 30s; {}", logs.join("\n"));
     }
 
     /// An API server started while its etcd is down (stopped, its data wiped), not waited for.
@@ -316,18 +372,9 @@ impl ControlPlane {
 
     /// Waits until the API server answers `/readyz`.
     pub fn wait_ready(&self) {
-        self.wait_ready_at(&self.url);
-    }
-
-    fn wait_ready_at(&self, url: &str) {
-        let readyz = format!("{url}/readyz");
         let ca = self.path("ca.crt");
         wait_until("hakube-apiserver", Duration::from_secs(30), || {
-            Command::new("curl")
-                .args(["-sf", "--cacert", &ca, &readyz])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
+            answers_readyz(&self.url, &ca)
         });
     }
 
@@ -578,6 +625,22 @@ impl Drop for ControlPlane {
         let _ = self.apiserver.kill();
         let _ = self.apiserver.wait();
     }
+}
+
+/// Whether the API server at `url` answers `/readyz` with success.
+fn answers_readyz(url: &str, ca_file: &str) -> bool {
+    Command::new("curl")
+        .args(["-sf", "--cacert", ca_file, &format!("{url}/readyz")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// The last lines of a log file, for failure messages.
+fn log_tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(20)..].join("\n")
 }
 
 /// Polls until `check` holds or the timeout passes.
