@@ -16,9 +16,11 @@ use hakube_operator_api::cluster::{
     AuthorityRotationPhase, AuthorityRotationStatus, ClusterStatus, ComponentStatus,
     ControlPlaneHostStatus, EtcdHostStatus, EtcdMemberStatus, FailingHostStatus, RolloutStatus,
 };
+use hakube_operator_api::host::{HostCapacity, HostStatus};
 use hakube_operator_api::validation::{validate, InventoryHost, ValidCluster};
 use hakube_operator_api::{Cluster, Host, Topology};
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, OwnerReference, Time};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
@@ -260,6 +262,8 @@ struct Resolved {
     valid: ValidCluster,
     addresses: BTreeMap<String, IpAddr>,
     endpoints: BTreeMap<String, String>,
+    /// The status each of the Cluster's Hosts had, for what a new observation keeps of it.
+    host_status: BTreeMap<String, HostStatus>,
     bundle: Bundle,
 }
 
@@ -288,6 +292,7 @@ async fn resolve(cluster: &Cluster, ctx: &Context) -> Result<Result<Resolved, St
     };
     let mut addresses = BTreeMap::new();
     let mut endpoints = BTreeMap::new();
+    let mut host_status = BTreeMap::new();
     let used: BTreeSet<&String> = valid
         .placement
         .control_plane
@@ -302,6 +307,9 @@ async fn resolve(cluster: &Cluster, ctx: &Context) -> Result<Result<Resolved, St
             Ok(ip) => {
                 addresses.insert(host.name_any(), ip);
                 endpoints.insert(host.name_any(), host.spec.hostd_endpoint());
+                if let Some(status) = &host.status {
+                    host_status.insert(host.name_any(), status.clone());
+                }
             }
             Err(_) => {
                 return Ok(Err(format!(
@@ -316,6 +324,7 @@ async fn resolve(cluster: &Cluster, ctx: &Context) -> Result<Result<Resolved, St
         valid,
         addresses,
         endpoints,
+        host_status,
         bundle,
     }))
 }
@@ -592,7 +601,13 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
                 } else {
                     observing.await
                 };
-                record_host(ctx, host, &view);
+                let status = host_status(
+                    resolved.host_status.get(host),
+                    &view,
+                    hostd_endpoint,
+                    Time(k8s_openapi::jiff::Timestamp::now()),
+                );
+                record_host(ctx, host, status);
                 (host.clone(), view)
             }),
     )
@@ -1995,20 +2010,53 @@ async fn endpoint_ready(admin_kubeconfig: &str, address: (IpAddr, u16)) -> bool 
     matches!(tokio::time::timeout(Duration::from_secs(3), ready).await, Ok(Some(body)) if body.trim() == "ok")
 }
 
-/// Host status from what its hostd reported, written beside the reconcile (which does not
-/// read it back). A host whose previous write is still in flight skips this one: writes then
-/// land in the order they were made, and the next reconcile reports again.
-fn record_host(ctx: &Context, host: &str, view: &HostView) {
-    let mut status = json!({"reachable": view.observed.reachable});
-    if let Some(facts) = &view.facts {
-        status["lastHeartbeat"] = json!(Time(k8s_openapi::jiff::Timestamp::now()));
-        status["agentVersion"] = json!(facts.agent_version);
-        status["capacity"] = json!({
-            "cpu": facts.cpu_count.to_string(),
-            "memory": facts.memory_bytes.to_string(),
-            "disk": facts.disk_bytes.to_string(),
-        });
-    }
+/// A Host's status after an observation. A host that answered gets a heartbeat and the facts
+/// its hostd reported; one that did not keeps its last heartbeat and facts, as a node's last
+/// heartbeat stays when its kubelet goes silent. The `Reachable` condition keeps its
+/// `lastTransitionTime` while its status holds.
+fn host_status(
+    previous: Option<&HostStatus>,
+    view: &HostView,
+    hostd_endpoint: &str,
+    now: Time,
+) -> HostStatus {
+    let mut status = previous.cloned().unwrap_or_default();
+    status.reachable = view.observed.reachable;
+    let (reason, message) = match &view.facts {
+        Some(facts) => {
+            status.last_heartbeat = Some(now.clone());
+            status.agent_version = Some(facts.agent_version.clone());
+            status.capacity = Some(HostCapacity {
+                cpu: Quantity(facts.cpu_count.to_string()),
+                memory: Quantity(facts.memory_bytes.to_string()),
+                disk: Quantity(facts.disk_bytes.to_string()),
+            });
+            (
+                "HostdAnswered",
+                format!("hakube-hostd answered at {hostd_endpoint}"),
+            )
+        }
+        None => (
+            "HostdUnreachable",
+            format!("hakube-hostd did not answer at {hostd_endpoint}"),
+        ),
+    };
+    put_condition(
+        &mut status.conditions,
+        "Reachable",
+        view.facts.is_some(),
+        reason,
+        &message,
+        None,
+        now,
+    );
+    status
+}
+
+/// Writes a Host's status beside the reconcile (which does not read it back). A host whose
+/// previous write is still in flight skips this one: writes then land in the order they were
+/// made, and the next reconcile reports again.
+fn record_host(ctx: &Context, host: &str, status: HostStatus) {
     let patch = json!({"apiVersion": "hakube.io/v1alpha1", "kind": "Host", "status": status});
     let writes = ctx.host_status_writes.clone();
     if !writes
@@ -2150,7 +2198,6 @@ fn condition_from(status: &mut ClusterStatus, type_: &str, check: &Check, genera
     );
 }
 
-/// Sets a condition, keeping its `lastTransitionTime` unless its status changes.
 /// `Progressing` for work under way: `True` with `reason`, or `False` with `Paused` while the
 /// Cluster is paused.
 fn set_progressing(
@@ -2164,6 +2211,8 @@ fn set_progressing(
     set_condition(status, "Progressing", !paused, reason, message, generation);
 }
 
+/// Sets one of a Cluster's conditions, keeping its `lastTransitionTime` unless its status
+/// changes.
 pub fn set_condition(
     status: &mut ClusterStatus,
     type_: &str,
@@ -2172,9 +2221,30 @@ pub fn set_condition(
     message: &str,
     generation: Option<i64>,
 ) {
-    let value = if ok { "True" } else { "False" };
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    match status.conditions.iter_mut().find(|c| c.type_ == type_) {
+    put_condition(
+        &mut status.conditions,
+        type_,
+        ok,
+        reason,
+        message,
+        generation,
+        now,
+    );
+}
+
+/// Sets a condition in a list, keeping its `lastTransitionTime` unless its status changes.
+fn put_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    ok: bool,
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    now: Time,
+) {
+    let value = if ok { "True" } else { "False" };
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
         Some(c) => {
             if c.status != value {
                 c.last_transition_time = now;
@@ -2184,7 +2254,7 @@ pub fn set_condition(
             c.message = message.into();
             c.observed_generation = generation;
         }
-        None => status.conditions.push(Condition {
+        None => conditions.push(Condition {
             type_: type_.into(),
             status: value.into(),
             reason: reason.into(),

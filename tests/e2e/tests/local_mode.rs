@@ -392,8 +392,39 @@ fn stacked_cluster_comes_up_serves_kubectl_through_haproxy_and_goes_down_cleanly
         "three healthy members: {status}"
     );
 
-    // An invalid Cluster is reported and touches nothing.
+    // Each of the Cluster's Hosts carries what its hostd reported.
     let management = local.state.join("management.kubeconfig");
+    let hosts: serde_json::Value =
+        serde_json::from_str(&local.ok(&management, &["get", "hosts", "-o", "json"])).unwrap();
+    let cpus = std::thread::available_parallelism()
+        .unwrap()
+        .get()
+        .to_string();
+    for name in ["lb", "cp-1", "cp-2", "cp-3"] {
+        let host = hosts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|h| h["metadata"]["name"] == name)
+            .unwrap_or_else(|| panic!("no Host {name}: {hosts}"));
+        let status = &host["status"];
+        assert_eq!(status["reachable"], true, "{name}: {status}");
+        assert_eq!(status["capacity"]["cpu"], cpus.as_str(), "{name}: {status}");
+        assert_eq!(
+            status["agentVersion"],
+            env!("CARGO_PKG_VERSION"),
+            "{name}: {status}"
+        );
+        assert!(status["lastHeartbeat"].is_string(), "{name}: {status}");
+        let reachable = &status["conditions"][0];
+        assert_eq!(
+            (&reachable["type"], &reachable["status"]),
+            (&"Reachable".into(), &"True".into()),
+            "{name}: {status}"
+        );
+    }
+
+    // An invalid Cluster is reported and touches nothing.
     local.ok(
         &management,
         &[

@@ -225,3 +225,76 @@ async fn an_invalid_spec_is_reported_once_and_touches_nothing() {
         "nothing else was sent"
     );
 }
+
+fn answering_host() -> HostView {
+    HostView {
+        observed: ObservedHost {
+            reachable: true,
+            units: BTreeMap::new(),
+        },
+        specs: BTreeMap::new(),
+        root: None,
+        facts: Some(hostd::Facts {
+            agent_version: "0.1.0".into(),
+            cpu_count: 4,
+            memory_bytes: 8 << 30,
+            disk_bytes: 100 << 30,
+            ..Default::default()
+        }),
+    }
+}
+
+fn at(seconds: i64) -> Time {
+    Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
+}
+
+#[test]
+fn a_host_that_answers_gets_a_heartbeat_its_facts_and_reachable_true() {
+    let status = host_status(None, &answering_host(), "10.0.0.1:9443", at(100));
+    assert!(status.reachable);
+    assert_eq!(status.last_heartbeat, Some(at(100)));
+    assert_eq!(status.agent_version.as_deref(), Some("0.1.0"));
+    let capacity = status.capacity.unwrap();
+    assert_eq!(capacity.cpu.0, "4");
+    assert_eq!(capacity.memory.0, (8u64 << 30).to_string());
+    assert_eq!(capacity.disk.0, (100u64 << 30).to_string());
+    let [reachable] = status.conditions.as_slice() else {
+        panic!("one condition: {:?}", status.conditions);
+    };
+    assert_eq!(
+        (reachable.type_.as_str(), reachable.status.as_str()),
+        ("Reachable", "True")
+    );
+    assert_eq!(reachable.reason, "HostdAnswered");
+    assert_eq!(reachable.last_transition_time, at(100));
+}
+
+#[test]
+fn a_silent_host_keeps_its_last_heartbeat_and_facts_and_its_condition_turns_false() {
+    let answered = host_status(None, &answering_host(), "10.0.0.1:9443", at(100));
+    let again = host_status(Some(&answered), &answering_host(), "10.0.0.1:9443", at(110));
+    assert_eq!(again.last_heartbeat, Some(at(110)));
+    assert_eq!(
+        again.conditions[0].last_transition_time,
+        at(100),
+        "an unchanged condition keeps its transition time"
+    );
+
+    let silent = host_status(
+        Some(&again),
+        &HostView::unreachable(),
+        "10.0.0.1:9443",
+        at(120),
+    );
+    assert!(!silent.reachable);
+    assert_eq!(silent.last_heartbeat, Some(at(110)));
+    assert_eq!(silent.capacity, again.capacity);
+    assert_eq!(silent.agent_version, again.agent_version);
+    let condition = &silent.conditions[0];
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("False", "HostdUnreachable")
+    );
+    assert!(condition.message.contains("10.0.0.1:9443"), "{condition:?}");
+    assert_eq!(condition.last_transition_time, at(120));
+}
