@@ -4,7 +4,7 @@
 //! once) or with gzip (`<version>.tar.gz`). The compression is told by the stream's first
 //! bytes, not by the file name. Its builder may describe it in a first entry, [`MANIFEST`].
 
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, BufReader, Read, Write};
 
 /// The file name endings of bundles, preferred first.
 pub const SUFFIXES: [&str; 2] = [".tar.zst", ".tar.gz"];
@@ -52,14 +52,26 @@ impl Manifest {
     }
 }
 
-/// The tar stream inside a compressed bundle.
-pub fn tar_stream<'a>(compressed: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
-    let mut reader = BufReader::new(compressed);
-    let head = reader.fill_buf()?;
-    if head.starts_with(&ZSTD_MAGIC) {
-        Ok(Box::new(zstd::stream::read::Decoder::with_buffer(reader)?))
-    } else if head.starts_with(&GZIP_MAGIC) {
-        Ok(Box::new(flate2::bufread::GzDecoder::new(reader)))
+/// The tar stream inside a compressed bundle, told zstd from gzip by its first bytes. Those
+/// are read in as many reads as they take: a bundle may arrive in chunks of any size.
+pub fn tar_stream<'a>(mut compressed: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
+    let mut head = [0u8; ZSTD_MAGIC.len()];
+    let mut filled = 0;
+    while filled < head.len() {
+        match compressed.read(&mut head[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let zstd = head[..filled].starts_with(&ZSTD_MAGIC);
+    let gzip = head[..filled].starts_with(&GZIP_MAGIC);
+    let whole = BufReader::new(io::Cursor::new(head).take(filled as u64).chain(compressed));
+    if zstd {
+        Ok(Box::new(zstd::stream::read::Decoder::with_buffer(whole)?))
+    } else if gzip {
+        Ok(Box::new(flate2::bufread::GzDecoder::new(whole)))
     } else {
         Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -98,6 +110,22 @@ mod tests {
             .collect()
     }
 
+    struct ByteByByte<'a>(&'a [u8]);
+
+    impl Read for ByteByByte<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some((first, rest)) = self.0.split_first() else {
+                return Ok(0);
+            };
+            match buf.first_mut() {
+                Some(slot) => *slot = *first,
+                None => return Ok(0),
+            }
+            self.0 = rest;
+            Ok(1)
+        }
+    }
+
     #[test]
     fn zstd_and_gzip_bundles_read_back_by_their_first_bytes() {
         let tar = tar_of("hakube-apiserver", b"\x7fELF");
@@ -109,6 +137,10 @@ mod tests {
         let gzip = gzip.finish().unwrap();
         assert_eq!(names(&zstd), ["hakube-apiserver"]);
         assert_eq!(names(&gzip), ["hakube-apiserver"]);
+        // As a download delivers it: in pieces, here of one byte each.
+        let trickled = tar_stream(ByteByByte(&zstd)).unwrap();
+        let listed = tar::Archive::new(trickled).entries().unwrap().count();
+        assert_eq!(listed, 1);
 
         let plain = tar_stream(&tar[..]).map(|_| ()).unwrap_err();
         assert_eq!(plain.kind(), std::io::ErrorKind::InvalidData);

@@ -1,12 +1,14 @@
 //! Bundles: versions of hakube's binaries, downloaded from the operator's artifact endpoint
 //! over mutual TLS, checked against their sha256 and unpacked into `<bundles>/<version>/`.
 //!
-//! A bundle directory appears whole or not at all: the archive is downloaded to a temporary
-//! file, checked, unpacked into a temporary directory, and that directory is renamed into place.
+//! A bundle directory appears whole or not at all: the archive is unpacked into a temporary
+//! directory as it downloads, and that directory is renamed into place once the archive has
+//! matched its sha256.
 
-use std::io::Write;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+use bytes::Bytes;
 use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -142,63 +144,64 @@ impl BundleStore {
                 requested: expected,
             });
         }
-        let suffix = format!("{:016x}", rand::random::<u64>());
-        let archive = self
-            .dir
-            .join(format!("{TEMPORARY_PREFIX}{version}-{suffix}.archive"));
-        let downloaded = self.download(url, &archive).await;
-        let (actual, archive_bytes) = match downloaded {
-            Ok(result) => result,
-            Err(e) => {
-                discard(&archive);
-                return Err(e);
-            }
+        // Unpacked as it arrives, into a temporary directory that becomes the bundle only once
+        // the whole archive has matched its sha256: the host's disk and the network work at
+        // the same time, and no copy of the archive is written.
+        let unpack_dir = self.dir.join(format!(
+            "{TEMPORARY_PREFIX}{version}-{:016x}",
+            rand::random::<u64>()
+        ));
+        let (chunks, received) = tokio::sync::mpsc::channel(UNPACK_QUEUE_CHUNKS);
+        let unpacking = {
+            let unpack_dir = unpack_dir.clone();
+            tokio::task::spawn_blocking(move || unpack(ChannelReader::new(received), &unpack_dir))
         };
-        if actual != expected {
-            discard(&archive);
-            return Err(BundleError::Mismatch {
+        let downloaded = self.download(url, chunks).await;
+        let unpacked = unpacking
+            .await
+            .unwrap_or_else(|e| Err(e.to_string()))
+            .map_err(|reason| BundleError::Unpack {
                 version: version.to_string(),
-                url: url.to_string(),
-                expected,
-                actual,
+                reason,
             });
+        let info = downloaded.and_then(|(actual, archive_bytes)| {
+            if actual != expected {
+                return Err(BundleError::Mismatch {
+                    version: version.to_string(),
+                    url: url.to_string(),
+                    expected: expected.clone(),
+                    actual,
+                });
+            }
+            unpacked?;
+            Ok(BundleInfo {
+                version: version.to_string(),
+                sha256: expected.clone(),
+                archive_bytes,
+            })
+        });
+        let installed =
+            info.and_then(|info| install(&unpack_dir, &self.path(version), &info).map(|()| info));
+        match installed {
+            Ok(info) => {
+                tracing::info!(version, url, "bundle fetched");
+                Ok((info, true))
+            }
+            Err(e) => {
+                discard(&unpack_dir);
+                Err(e)
+            }
         }
-        let info = BundleInfo {
-            version: version.to_string(),
-            sha256: expected,
-            archive_bytes,
-        };
-        let unpack_dir = self
-            .dir
-            .join(format!("{TEMPORARY_PREFIX}{version}-{suffix}"));
-        let target = self.path(version);
-        let unpacked = {
-            let (archive, unpack_dir, target, info) = (
-                archive.clone(),
-                unpack_dir.clone(),
-                target.clone(),
-                info.clone(),
-            );
-            tokio::task::spawn_blocking(move || unpack(&archive, &unpack_dir, &target, &info))
-                .await
-                .unwrap_or_else(|e| {
-                    Err(BundleError::Unpack {
-                        version: version.to_string(),
-                        reason: e.to_string(),
-                    })
-                })
-        };
-        discard(&archive);
-        if let Err(e) = unpacked {
-            discard(&unpack_dir);
-            return Err(e);
-        }
-        tracing::info!(version, url, "bundle fetched");
-        Ok((info, true))
     }
 
-    /// Streams the body into `archive`; returns its sha256 and size.
-    async fn download(&self, url: &str, archive: &Path) -> Result<(String, u64), BundleError> {
+    /// Streams the body to `chunks` (the unpacking), hashing it; returns its sha256 and size.
+    /// Should the unpacking stop early, the rest is still read and hashed, so that a corrupted
+    /// archive is reported as not matching its sha256.
+    async fn download(
+        &self,
+        url: &str,
+        chunks: tokio::sync::mpsc::Sender<Bytes>,
+    ) -> Result<(String, u64), BundleError> {
         let response = self
             .client
             .get(url)
@@ -219,11 +222,6 @@ impl BundleStore {
                 body,
             });
         }
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(archive)
-            .map_err(io_error(archive))?;
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         let mut body = response.into_body();
@@ -247,10 +245,10 @@ impl BundleStore {
             if let Ok(data) = frame.into_data() {
                 hasher.update(&data);
                 size += data.len() as u64;
-                file.write_all(&data).map_err(io_error(archive))?;
+                // A closed channel means the unpacking failed; its error is reported then.
+                let _ = chunks.send(data).await;
             }
         }
-        file.sync_all().map_err(io_error(archive))?;
         Ok((hex(&hasher.finalize()), size))
     }
 
@@ -304,28 +302,32 @@ impl BundleStore {
     }
 }
 
-fn unpack(
-    archive: &Path,
-    unpack_dir: &Path,
-    target: &Path,
-    info: &BundleInfo,
-) -> Result<(), BundleError> {
-    let unpack_error = |reason: String| BundleError::Unpack {
-        version: info.version.clone(),
-        reason,
-    };
-    let file = std::fs::File::open(archive).map_err(io_error(archive))?;
-    let stream =
-        hakube_hostd_api::bundle::tar_stream(file).map_err(|e| unpack_error(e.to_string()))?;
+/// Chunks of a download waiting for the unpacking: a few MiB at most.
+const UNPACK_QUEUE_CHUNKS: usize = 64;
+
+/// Unpacks a compressed tar stream into `unpack_dir`.
+fn unpack(compressed: impl Read, unpack_dir: &Path) -> Result<(), String> {
+    let stream = hakube_hostd_api::bundle::tar_stream(compressed).map_err(|e| e.to_string())?;
     let mut tar = tar::Archive::new(stream);
     tar.set_preserve_permissions(true);
     tar.set_overwrite(false);
     // `unpack` refuses entries that would land outside the directory (.., absolute links).
-    tar.unpack(unpack_dir)
-        .map_err(|e| unpack_error(e.to_string()))?;
-    let metadata = serde_json::to_vec_pretty(info).map_err(|e| unpack_error(e.to_string()))?;
-    crate::files::write_atomically(&unpack_dir.join(METADATA_FILE), &metadata, 0o644)
-        .map_err(|e| unpack_error(e.to_string()))?;
+    tar.unpack(unpack_dir).map_err(|e| e.to_string())
+}
+
+/// Makes an unpacked bundle the version's: its metadata written, the directory renamed into
+/// place and the rename synced.
+fn install(unpack_dir: &Path, target: &Path, info: &BundleInfo) -> Result<(), BundleError> {
+    let metadata = serde_json::to_vec_pretty(info).map_err(|e| BundleError::Unpack {
+        version: info.version.clone(),
+        reason: e.to_string(),
+    })?;
+    crate::files::write_atomically(&unpack_dir.join(METADATA_FILE), &metadata, 0o644).map_err(
+        |e| BundleError::Unpack {
+            version: info.version.clone(),
+            reason: e.to_string(),
+        },
+    )?;
     std::fs::rename(unpack_dir, target).map_err(io_error(target))?;
     if let Some(parent) = target.parent() {
         std::fs::File::open(parent)
@@ -333,6 +335,35 @@ fn unpack(
             .map_err(io_error(parent))?;
     }
     Ok(())
+}
+
+/// The chunks of a download as a blocking reader, for the unpacking thread.
+struct ChannelReader {
+    chunks: tokio::sync::mpsc::Receiver<Bytes>,
+    current: Bytes,
+}
+
+impl ChannelReader {
+    fn new(chunks: tokio::sync::mpsc::Receiver<Bytes>) -> Self {
+        ChannelReader {
+            chunks,
+            current: Bytes::new(),
+        }
+    }
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.current.is_empty() {
+            match self.chunks.blocking_recv() {
+                Some(chunk) => self.current = chunk,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.current.len());
+        buf[..n].copy_from_slice(&self.current.split_to(n));
+        Ok(n)
+    }
 }
 
 fn read_metadata(bundle_dir: &Path) -> Option<BundleInfo> {
@@ -362,11 +393,12 @@ mod tests {
     #[test]
     fn unpacking_is_complete_or_absent() {
         let dir = tempfile::tempdir().unwrap();
-        let archive = dir.path().join("b.tar.gz");
+        let mut archive = Vec::new();
         {
-            let file = std::fs::File::create(&archive).unwrap();
-            let mut builder =
-                tar::Builder::new(flate2::write::GzEncoder::new(file, Default::default()));
+            let mut builder = tar::Builder::new(flate2::write::GzEncoder::new(
+                &mut archive,
+                Default::default(),
+            ));
             let mut header = tar::Header::new_gnu();
             header.set_size(3);
             header.set_mode(0o755);
@@ -382,19 +414,26 @@ mod tests {
             archive_bytes: 1,
         };
         let target = dir.path().join("v1");
-        unpack(&archive, &dir.path().join(".tmp-v1"), &target, &info).unwrap();
+        let unpack_dir = dir.path().join(".tmp-v1");
+        // In chunks, as a download delivers them.
+        let (chunks, received) = tokio::sync::mpsc::channel(UNPACK_QUEUE_CHUNKS);
+        let unpacking = std::thread::spawn({
+            let unpack_dir = unpack_dir.clone();
+            move || unpack(ChannelReader::new(received), &unpack_dir)
+        });
+        for piece in archive.chunks(7) {
+            chunks.blocking_send(Bytes::copy_from_slice(piece)).unwrap();
+        }
+        drop(chunks);
+        unpacking.join().unwrap().unwrap();
+        assert!(!target.exists(), "not the version's before it is installed");
+        install(&unpack_dir, &target, &info).unwrap();
         assert_eq!(std::fs::read(target.join("bin/tool")).unwrap(), b"abc");
         assert_eq!(read_metadata(&target), Some(info.clone()));
-        assert!(!dir.path().join(".tmp-v1").exists());
+        assert!(!unpack_dir.exists());
 
-        std::fs::write(dir.path().join("broken.tar.gz"), b"not gzip").unwrap();
-        let broken = unpack(
-            &dir.path().join("broken.tar.gz"),
-            &dir.path().join(".tmp-v2"),
-            &dir.path().join("v2"),
-            &info,
-        );
-        assert!(matches!(broken, Err(BundleError::Unpack { .. })));
+        let broken = unpack(&b"not gzip"[..], &dir.path().join(".tmp-v2"));
+        assert!(broken.is_err());
         assert!(!dir.path().join("v2").exists());
     }
 }
