@@ -108,11 +108,30 @@ pub struct Context {
     host_status_writes: Arc<std::sync::Mutex<BTreeSet<String>>>,
     /// Bundles hosts were asked to fetch ahead of need, by hostd endpoint and version.
     prefetched: Mutex<BTreeSet<(String, String)>>,
+    /// The digest of the files each host was last given, and when, by hostd endpoint and the
+    /// directory of the Cluster's files there.
+    files_given: std::sync::Mutex<BTreeMap<(String, String), (String, Instant)>>,
     /// By Cluster (`<namespace>-<name>`); a new leader resumes them from the status.
     failure_clocks: Mutex<BTreeMap<String, FailureClock>>,
 }
 
+/// A host that runs every unit as planned and was given the same files this recently is not
+/// sent them again: in a bring-up each reconcile would otherwise spend ~0.1 s re-sending a
+/// dozen files to every host. Later than this they are sent again, so that a file changed on a
+/// host is put back within one settled reconcile (15 s).
+const FILES_RECHECK: Duration = Duration::from_secs(10);
+
 impl Context {
+    /// Whether the host at `endpoint` was given files with this digest under `root` within
+    /// [`FILES_RECHECK`].
+    fn given_recently(&self, endpoint: &str, root: &str, files_digest: &str) -> bool {
+        self.files_given
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(endpoint.to_string(), root.to_string()))
+            .is_some_and(|(digest, at)| digest == files_digest && at.elapsed() < FILES_RECHECK)
+    }
+
     pub fn new(
         client: Client,
         hostd_tls: ClientTls,
@@ -138,6 +157,7 @@ impl Context {
             agents: Mutex::default(),
             host_status_writes: Arc::default(),
             prefetched: Mutex::default(),
+            files_given: std::sync::Mutex::default(),
             failure_clocks: Mutex::default(),
         }
     }
@@ -334,6 +354,8 @@ struct HostView {
     observed: ObservedHost,
     /// The spec each of the Cluster's units runs with, by unit name.
     specs: BTreeMap<String, hostd::UnitSpec>,
+    /// The Cluster's units hostd keeps running (not stopped, not given up on).
+    live: BTreeSet<String>,
     /// Where this Cluster's files live on the host.
     root: Option<String>,
     facts: Option<hostd::Facts>,
@@ -344,6 +366,7 @@ impl HostView {
         HostView {
             observed: ObservedHost::default(),
             specs: BTreeMap::new(),
+            live: BTreeSet::new(),
             root: None,
             facts: None,
         }
@@ -382,6 +405,16 @@ async fn observe_host(ctx: &Context, cluster: &Cluster, host: &str, endpoint: &s
         specs: units
             .iter()
             .filter_map(|u| Some((u.name.strip_prefix(&prefix)?.to_string(), u.spec.clone()?)))
+            .collect(),
+        live: units
+            .iter()
+            .filter(|u| {
+                !matches!(
+                    hostd::UnitState::try_from(u.state),
+                    Ok(hostd::UnitState::Stopped | hostd::UnitState::Failed)
+                )
+            })
+            .filter_map(|u| Some(u.name.strip_prefix(&prefix)?.to_string()))
             .collect(),
         root: Some(format!(
             "{}/clusters/{}",
@@ -531,36 +564,70 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         stage: authorities::stage(rotation.as_ref()),
     };
     let (pki, changed) = pki::ensure(&inputs, &existing)?;
-    // Together: a new Cluster's first reconcile writes some twenty of them.
-    futures::future::try_join_all(changed.written.iter().map(|(name, data)| {
-        let secret = json!({
-            "apiVersion": "v1", "kind": "Secret",
-            "metadata": {
-                "name": name, "namespace": namespace,
-                "labels": {CLUSTER_LABEL: cluster.name_any()},
-                "ownerReferences": [owner(cluster)],
-            },
-            "stringData": data,
-        });
-        let secrets = &secrets;
-        async move {
-            secrets
-                .patch(
-                    name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&secret),
-                )
-                .await
+    // Observe.
+    let failing: BTreeSet<String> = status
+        .failing_hosts
+        .iter()
+        .map(|f| f.host.clone())
+        .collect();
+    // All hosts at once: a partitioned host costs its timeout once, not once per host.
+    let observe = futures::future::join_all(resolved.endpoints.iter().map(
+        |(host, hostd_endpoint)| async {
+            let observing = observe_host(ctx, cluster, host, hostd_endpoint);
+            let view = if failing.contains(host) {
+                tokio::time::timeout(FAILING_HOST_TIMEOUT, observing)
+                    .await
+                    .unwrap_or_else(|_| HostView::unreachable())
+            } else {
+                observing.await
+            };
+            let status = host_status(
+                resolved.host_status.get(host),
+                &view,
+                hostd_endpoint,
+                Time(k8s_openapi::jiff::Timestamp::now()),
+            );
+            record_host(ctx, host, status);
+            (host.clone(), view)
+        },
+    ));
+    // The Secrets are stored while the hosts are observed, which needs none of them; together,
+    // as a new Cluster's first reconcile writes some twenty.
+    let store = async {
+        futures::future::try_join_all(changed.written.iter().map(|(name, data)| {
+            let secret = json!({
+                "apiVersion": "v1", "kind": "Secret",
+                "metadata": {
+                    "name": name, "namespace": namespace,
+                    "labels": {CLUSTER_LABEL: cluster.name_any()},
+                    "ownerReferences": [owner(cluster)],
+                },
+                "stringData": data,
+            });
+            let secrets = &secrets;
+            async move {
+                secrets
+                    .patch(
+                        name,
+                        &PatchParams::apply(FIELD_MANAGER).force(),
+                        &Patch::Apply(&secret),
+                    )
+                    .await
+            }
+        }))
+        .await?;
+        for name in &changed.removed {
+            match secrets.delete(name, &DeleteParams::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(e)) if e.code == 404 => {}
+                Err(e) => return Err(e.into()),
+            }
         }
-    }))
-    .await?;
-    for name in &changed.removed {
-        match secrets.delete(name, &DeleteParams::default()).await {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+        Ok::<(), Error>(())
+    };
+    let (views, stored) = futures::future::join(observe, store).await;
+    stored?;
+    let views: BTreeMap<String, HostView> = views.into_iter().collect();
     if !changed.written.is_empty() {
         publish(
             ctx,
@@ -585,35 +652,6 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
     status.admin_kubeconfig_secret =
         Some(pki::secret_name(&cluster.name_any(), "admin-kubeconfig"));
 
-    // Observe.
-    let failing: BTreeSet<&String> = status.failing_hosts.iter().map(|f| &f.host).collect();
-    // All hosts at once: a partitioned host costs its timeout once, not once per host.
-    let views: BTreeMap<String, HostView> = futures::future::join_all(
-        resolved
-            .endpoints
-            .iter()
-            .map(|(host, hostd_endpoint)| async {
-                let observing = observe_host(ctx, cluster, host, hostd_endpoint);
-                let view = if failing.contains(host) {
-                    tokio::time::timeout(FAILING_HOST_TIMEOUT, observing)
-                        .await
-                        .unwrap_or_else(|_| HostView::unreachable())
-                } else {
-                    observing.await
-                };
-                let status = host_status(
-                    resolved.host_status.get(host),
-                    &view,
-                    hostd_endpoint,
-                    Time(k8s_openapi::jiff::Timestamp::now()),
-                );
-                record_host(ctx, host, status);
-                (host.clone(), view)
-            }),
-    )
-    .await
-    .into_iter()
-    .collect();
     // Sticky placement: the members recorded once the Cluster was first available, or the
     // placement's hosts, started together, until then.
     let recorded = !status.etcd_hosts.is_empty();
@@ -876,8 +914,12 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
     };
     let planned = plan::plan(&roles, &observed);
 
-    // Act, unless paused.
-    if !cluster.spec.paused {
+    // Act, unless paused, while the status (which says what was observed, not what acting
+    // did) is written: a bring-up's last stage is reported without waiting on no-op ensures.
+    let act = async {
+        if cluster.spec.paused {
+            return Ok::<(), Error>(());
+        }
         // Each step was planned from what this reconcile observed (the control plane only once
         // etcd has quorum, and so on), so the planned steps go together: none waits on another's
         // effect within one reconcile.
@@ -942,7 +984,8 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
                 .await;
             }
         }
-    }
+        Ok(())
+    };
 
     // Status.
     let unreachable: Vec<String> = planned
@@ -1250,7 +1293,9 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
         })
         .collect();
     status.observed_generation = generation;
-    write_status(ctx, cluster, &status).await?;
+    let (acted, written) = futures::future::join(act, write_status(ctx, cluster, &status)).await;
+    acted?;
+    written?;
     ctx.metrics.conditions(cluster, &status);
     let settled =
         membership_done && !rotating && (rolled.record.is_none() || rolled.halted.is_some());
@@ -1793,10 +1838,19 @@ async fn ensure_host(
 ) -> Result<(), Error> {
     let paths = host_paths(resolved, views, host)?;
     let hostd_error = hostd_error(host);
+    let endpoint = &resolved.endpoints[host];
+    let files_digest = plan.files_digest(&paths.root);
+    let runs_the_plan = views.get(host).is_some_and(|view| {
+        host_runs(cluster, view, plan, bundle)
+            && plan.units.iter().all(|unit| view.live.contains(&unit.name))
+    });
+    if runs_the_plan && ctx.given_recently(endpoint, &paths.root, &files_digest) {
+        return Ok(());
+    }
     if let Some(bundle) = bundle {
         fetch_bundle(ctx, resolved, host, bundle).await?;
     }
-    let agent = ctx.agent(host, &resolved.endpoints[host]).await?;
+    let agent = ctx.agent(host, endpoint).await?;
     // Each file and then each unit goes in its own request at once: on one HTTP/2 connection
     // a host's dozen files cost one round trip, not twelve.
     futures::future::try_join_all(plan.files.iter().map(|file| {
@@ -1810,6 +1864,13 @@ async fn ensure_host(
     }))
     .await
     .map_err(hostd_error)?;
+    ctx.files_given
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(
+            (endpoint.clone(), paths.root.clone()),
+            (files_digest, Instant::now()),
+        );
     let actions = futures::future::try_join_all(plan.units.iter().map(|unit| {
         let mut agent = agent.clone();
         let request = hostd::EnsureUnitRequest {
@@ -1956,7 +2017,7 @@ fn unit_spec(
 async fn etcd_health(
     pki: &ClusterPki,
     members: &BTreeMap<String, IpAddr>,
-    failing: &BTreeSet<&String>,
+    failing: &BTreeSet<String>,
 ) -> Vec<EtcdMemberStatus> {
     futures::future::join_all(members.iter().map(|(host, ip)| async move {
         let urls = [etcd_client_url(*ip)];

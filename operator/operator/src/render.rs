@@ -63,11 +63,20 @@ impl HostPlan {
     /// names (certificates, keys, kubeconfigs, configuration). It goes into the unit's spec, so
     /// a re-issued certificate or a new configuration restarts exactly the units that use it.
     pub fn inputs_digest(&self, unit: &DesiredUnit, root: &str) -> String {
+        self.digest(root, |path| unit.args.iter().any(|arg| arg.contains(path)))
+    }
+
+    /// A digest of every file of the plan: what the host was given.
+    pub fn files_digest(&self, root: &str) -> String {
+        self.digest(root, |_| true)
+    }
+
+    fn digest(&self, root: &str, include: impl Fn(&str) -> bool) -> String {
         use sha2::{Digest, Sha256};
         let mut digest = Sha256::new();
         for file in &self.files {
             let path = format!("{root}/{}", file.path);
-            if unit.args.iter().any(|arg| arg.contains(&path)) {
+            if include(&path) {
                 digest.update(path.as_bytes());
                 digest.update([0]);
                 digest.update(&file.content);

@@ -233,6 +233,7 @@ fn answering_host() -> HostView {
             units: BTreeMap::new(),
         },
         specs: BTreeMap::new(),
+        live: BTreeSet::new(),
         root: None,
         facts: Some(hostd::Facts {
             agent_version: "0.1.0".into(),
