@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::process::{Child, Command};
+use std::time::{Duration, Instant};
 
 use crate::{bin_dir, free_port, ControlPlane};
 
@@ -16,8 +17,40 @@ pub struct Component {
 
 impl Component {
     /// Starts `binary` (from [`bin_dir`]) as the admin, serving `/healthz` and `/metrics` on
-    /// a free loopback port, with `args` after the harness's own flags.
+    /// a free loopback port, with `args` after the harness's own flags, and waits until it
+    /// answers `/healthz`. A port picked as free can be taken by a test running alongside
+    /// before the component binds it; the component then exits and is started again on
+    /// another.
     pub fn start(cp: &ControlPlane, binary: &str, args: &[&str]) -> Component {
+        const ATTEMPTS: usize = 5;
+        for attempt in 1..=ATTEMPTS {
+            let mut component = Self::spawn(cp, binary, args);
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(30) {
+                if let Ok(Some(status)) = component.child.try_wait() {
+                    let message = format!(
+                        "{binary} exited ({status}) on attempt {attempt}:\n{}",
+                        component.log()
+                    );
+                    assert!(attempt < ATTEMPTS, "{message}");
+                    eprintln!("{message}");
+                    break;
+                }
+                if component.get("/healthz") == "ok" {
+                    return component;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "{binary} did not answer /healthz after 30s:\n{}",
+                component.log()
+            );
+        }
+        unreachable!("the last attempt returns or panics")
+    }
+
+    fn spawn(cp: &ControlPlane, binary: &str, args: &[&str]) -> Component {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let log = dir.path().join(format!("{binary}.log"));
         let port = free_port();
