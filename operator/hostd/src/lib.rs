@@ -153,12 +153,20 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         advertise_addresses,
         data_dir: data_dir.clone(),
     }));
+    // Watches of the units end when hostd stops serving: a graceful shutdown waits for every
+    // open stream.
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
     let service = HostdService {
         data_dir,
         allowed_paths,
         units,
         bundles,
         facts,
+        stopping: stopped,
+    };
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stopping.send(true);
     };
 
     let server_tls = ServerTlsConfig::new()

@@ -1,7 +1,10 @@
 //! The gRPC service `hakube.hostd.v1.Hostd` and the check of who may call it.
 
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::Arc;
+
+use futures::Stream;
 
 use hakube_hostd_api::v1 as api;
 use hakube_hostd_api::v1::hostd_server::Hostd;
@@ -71,6 +74,32 @@ pub struct HostdService {
     pub units: Arc<UnitManager>,
     pub bundles: Arc<BundleStore>,
     pub facts: Arc<FactsGatherer>,
+    /// True once hostd is shutting down.
+    pub stopping: tokio::sync::watch::Receiver<bool>,
+}
+
+/// One caller's watch of the units.
+struct UnitsWatch {
+    units: Arc<UnitManager>,
+    changes: tokio::sync::watch::Receiver<u64>,
+    stopping: tokio::sync::watch::Receiver<bool>,
+    first: bool,
+}
+
+impl UnitsWatch {
+    /// The units now, the first time; then after the next change. None once hostd stops.
+    async fn next(&mut self) -> Option<Vec<api::UnitStatus>> {
+        if !std::mem::take(&mut self.first) {
+            tokio::select! {
+                changed = self.changes.changed() => changed.ok()?,
+                _ = self.stopping.wait_for(|stopping| *stopping) => return None,
+            }
+        }
+        if *self.stopping.borrow() {
+            return None;
+        }
+        Some(self.units.list())
+    }
 }
 
 fn unit_status(error: UnitError) -> Status {
@@ -224,6 +253,26 @@ impl Hostd for HostdService {
         Ok(Response::new(api::ListUnitsResponse {
             units: self.units.list(),
         }))
+    }
+
+    type WatchUnitsStream =
+        Pin<Box<dyn Stream<Item = Result<api::ListUnitsResponse, Status>> + Send + 'static>>;
+
+    async fn watch_units(
+        &self,
+        _request: Request<api::WatchUnitsRequest>,
+    ) -> Result<Response<Self::WatchUnitsStream>, Status> {
+        let watch = UnitsWatch {
+            units: self.units.clone(),
+            changes: self.units.subscribe(),
+            stopping: self.stopping.clone(),
+            first: true,
+        };
+        let stream = futures::stream::unfold(watch, |mut watch| async move {
+            let units = watch.next().await?;
+            Some((Ok(api::ListUnitsResponse { units }), watch))
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn read_unit_log(

@@ -1076,3 +1076,87 @@ async fn readiness_follows_exec_tcp_and_https_probes() {
     );
     drop(listener);
 }
+
+/// The next list a watch of the units sends that satisfies `wanted`.
+async fn next_units_where(
+    watch: &mut tonic::Streaming<api::ListUnitsResponse>,
+    what: &str,
+    wanted: impl Fn(&[api::UnitStatus]) -> bool,
+) -> Vec<api::UnitStatus> {
+    let deadline = Instant::now() + UNIT_TIMEOUT;
+    loop {
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let sent = tokio::time::timeout(remaining, watch.message())
+            .await
+            .unwrap_or_else(|_| panic!("no list with {what} within {UNIT_TIMEOUT:?}"))
+            .unwrap()
+            .unwrap_or_else(|| panic!("the watch ended before {what}"));
+        if wanted(&sent.units) {
+            return sent.units;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_units_sends_the_units_then_each_change_and_ends_when_hostd_stops() {
+    let setup = Setup::new();
+    let mut hostd = setup.start_hostd(&setup.tls_args());
+    let mut client = hostd.client().await;
+    let mut watch = client
+        .watch_units(api::WatchUnitsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let first = tokio::time::timeout(UNIT_TIMEOUT, watch.message())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(first.units.is_empty(), "{first:?}");
+
+    let marker = setup.path("watched-ready");
+    ensure(
+        &mut client,
+        sleeper_with_probe(
+            "watched",
+            api::readiness_probe::Check::Exec(api::ExecProbe {
+                command: "test".into(),
+                args: vec!["-f".into(), marker.display().to_string()],
+            }),
+        ),
+    )
+    .await;
+    let state_of = |units: &[api::UnitStatus], state: api::UnitState| {
+        units
+            .iter()
+            .any(|u| u.name == "watched" && u.state == state as i32)
+    };
+    next_units_where(&mut watch, "the unit starting", |units| {
+        state_of(units, api::UnitState::Starting)
+    })
+    .await;
+    // Nothing changes while the probe keeps failing: no list until the unit turns ready.
+    let quiet = tokio::time::timeout(Duration::from_millis(1500), watch.message()).await;
+    assert!(quiet.is_err(), "a list without a change: {quiet:?}");
+    std::fs::write(&marker, b"").unwrap();
+    let ready = next_units_where(&mut watch, "the unit ready", |units| {
+        state_of(units, api::UnitState::Ready)
+    })
+    .await;
+    assert!(ready[0].ready);
+
+    client
+        .remove_unit(api::RemoveUnitRequest {
+            name: "watched".into(),
+        })
+        .await
+        .unwrap();
+    next_units_where(&mut watch, "the unit removed", <[_]>::is_empty).await;
+
+    // A graceful stop ends the watch rather than waiting on it.
+    hostd.terminate();
+    let ended = tokio::time::timeout(UNIT_TIMEOUT, watch.message())
+        .await
+        .unwrap();
+    assert!(!matches!(ended, Ok(Some(_))), "{ended:?}");
+}

@@ -14,10 +14,10 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hakube_hostd_api::v1 as api;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use self::spec::UnitSpec;
-use self::status::UnitView;
+use self::status::SharedView;
 use self::supervisor::{Command, Supervisor};
 
 #[derive(Debug, thiserror::Error)]
@@ -51,7 +51,7 @@ pub struct UnitContext {
 
 struct UnitHandle {
     commands: mpsc::Sender<Command>,
-    view: Arc<Mutex<UnitView>>,
+    view: Arc<SharedView>,
     /// One Ensure/Stop/Remove of this unit at a time; true once the unit is removed, for
     /// callers that waited on the lock of a handle that no longer counts.
     operation: tokio::sync::Mutex<bool>,
@@ -59,7 +59,7 @@ struct UnitHandle {
 
 impl UnitHandle {
     fn status(&self) -> api::UnitStatus {
-        lock(&self.view).to_api()
+        self.view.lock().to_api()
     }
 }
 
@@ -73,6 +73,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct UnitManager {
     context: Arc<UnitContext>,
     units: Mutex<BTreeMap<String, Arc<UnitHandle>>>,
+    /// Counts changes of any unit's state, readiness or process, and removals.
+    changes: Arc<watch::Sender<u64>>,
 }
 
 impl UnitManager {
@@ -81,16 +83,19 @@ impl UnitManager {
     pub fn start(context: UnitContext) -> Result<Self, std::io::Error> {
         std::fs::create_dir_all(&context.units_dir)?;
         let context = Arc::new(context);
+        let changes = Arc::new(watch::Sender::new(0));
         let mut units = BTreeMap::new();
         for record in store::load_all(&context.units_dir) {
             let name = record.spec.name.clone();
-            let (supervisor, view) = Supervisor::from_record(record, context.clone());
+            let (supervisor, view) =
+                Supervisor::from_record(record, context.clone(), changes.clone());
             units.insert(name, spawn_supervisor(supervisor, view));
         }
         tracing::info!(units = units.len(), "units restored");
         Ok(UnitManager {
             context,
             units: Mutex::new(units),
+            changes,
         })
     }
 
@@ -121,8 +126,11 @@ impl UnitManager {
                 units
                     .entry(spec.name.clone())
                     .or_insert_with(|| {
-                        let (supervisor, view) =
-                            Supervisor::new(spec.clone(), self.context.clone());
+                        let (supervisor, view) = Supervisor::new(
+                            spec.clone(),
+                            self.context.clone(),
+                            self.changes.clone(),
+                        );
                         spawn_supervisor(supervisor, view)
                     })
                     .clone()
@@ -164,10 +172,13 @@ impl UnitManager {
         let (reply, answer) = oneshot::channel();
         send(&handle, Command::Remove { reply }, answer, name).await??;
         *removed = true;
-        let mut units = lock(&self.units);
-        if units.get(name).is_some_and(|h| Arc::ptr_eq(h, &handle)) {
-            units.remove(name);
+        {
+            let mut units = lock(&self.units);
+            if units.get(name).is_some_and(|h| Arc::ptr_eq(h, &handle)) {
+                units.remove(name);
+            }
         }
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
         Ok(true)
     }
 
@@ -175,15 +186,20 @@ impl UnitManager {
         lock(&self.units).values().map(|h| h.status()).collect()
     }
 
+    /// Changes whenever a unit starts, stops, exits, turns ready or not ready, or is removed.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
     pub fn log_file(&self, name: &str) -> Result<PathBuf, UnitError> {
-        Ok(lock(&self.handle(name)?.view).spec.log_file.clone())
+        Ok(self.handle(name)?.view.lock().spec.log_file.clone())
     }
 
     /// Names of the units whose spec runs from bundle `version`.
     pub fn units_using_bundle(&self, version: &str) -> Vec<String> {
         lock(&self.units)
             .iter()
-            .filter(|(_, h)| lock(&h.view).spec.bundle_version.as_deref() == Some(version))
+            .filter(|(_, h)| h.view.lock().spec.bundle_version.as_deref() == Some(version))
             .map(|(name, _)| name.clone())
             .collect()
     }
@@ -196,7 +212,7 @@ impl UnitManager {
     }
 }
 
-fn spawn_supervisor(supervisor: Supervisor, view: Arc<Mutex<UnitView>>) -> Arc<UnitHandle> {
+fn spawn_supervisor(supervisor: Supervisor, view: Arc<SharedView>) -> Arc<UnitHandle> {
     let (commands, receiver) = mpsc::channel(8);
     tokio::spawn(supervisor.run(receiver));
     Arc::new(UnitHandle {

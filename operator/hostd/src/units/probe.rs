@@ -6,11 +6,11 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::spec::{ProbeCheck, ProbeSpec};
-use super::status::UnitView;
+use super::status::SharedView;
 use crate::http_client::HttpClient;
 use crate::tls::{self, ServerVerification};
 
@@ -26,7 +26,7 @@ fn next_starting_delay(delay: Duration) -> Duration {
 /// Runs the probe until aborted, recording results in `view` while `instance` is current.
 pub async fn run(
     probe: ProbeSpec,
-    view: Arc<Mutex<UnitView>>,
+    view: Arc<SharedView>,
     instance: u64,
     cluster_ca_file: Option<PathBuf>,
 ) {
@@ -62,16 +62,13 @@ pub async fn run(
 
 /// Records one probe result; false when the process probed is not the unit's current one.
 fn record(
-    view: &Mutex<UnitView>,
+    view: &SharedView,
     instance: u64,
     result: Result<(), String>,
     consecutive_failures: &mut u32,
     probe: &ProbeSpec,
 ) -> bool {
-    let mut view = match view.lock() {
-        Ok(view) => view,
-        Err(poisoned) => poisoned.into_inner(),
-    };
+    let mut view = view.lock();
     if view.instance != instance {
         return false;
     }

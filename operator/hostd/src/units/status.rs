@@ -1,7 +1,11 @@
 //! What is known about a unit right now, shared between its supervisor, its readiness probe
 //! and the readers of ListUnits.
 
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard};
+
 use hakube_hostd_api::v1 as api;
+use tokio::sync::watch;
 
 use super::backoff::ExitOutcome;
 use super::spec::UnitSpec;
@@ -65,6 +69,11 @@ impl UnitView {
         }
     }
 
+    /// What a watcher of the host's units cares about: state, readiness and process.
+    fn outline(&self) -> (api::UnitState, bool, u32) {
+        (self.state(), self.is_ready(), self.pid)
+    }
+
     /// Without a probe, a running unit counts as ready.
     pub fn is_ready(&self) -> bool {
         self.phase == Phase::Running && (self.spec.readiness_probe.is_none() || self.ready)
@@ -94,6 +103,65 @@ impl UnitView {
             message,
             adopted: self.adopted,
             spec: Some(self.spec.to_api()),
+        }
+    }
+}
+
+/// A unit's view as its supervisor, its probe and the readers share it. Whoever changes what
+/// the unit's life looks like from outside (its state, readiness or process) announces it on
+/// `changes`, which every unit of the host shares: WatchUnits sends the units again then.
+pub struct SharedView {
+    view: Mutex<UnitView>,
+    changes: Arc<watch::Sender<u64>>,
+}
+
+impl SharedView {
+    pub fn new(view: UnitView, changes: Arc<watch::Sender<u64>>) -> Self {
+        SharedView {
+            view: Mutex::new(view),
+            changes,
+        }
+    }
+
+    pub fn lock(&self) -> ViewGuard<'_> {
+        let view = match self.view.lock() {
+            Ok(view) => view,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let before = view.outline();
+        ViewGuard {
+            view,
+            before,
+            changes: &self.changes,
+        }
+    }
+}
+
+/// The view, locked; announces a change of the unit's outline when released.
+pub struct ViewGuard<'a> {
+    view: MutexGuard<'a, UnitView>,
+    before: (api::UnitState, bool, u32),
+    changes: &'a watch::Sender<u64>,
+}
+
+impl Deref for ViewGuard<'_> {
+    type Target = UnitView;
+
+    fn deref(&self) -> &UnitView {
+        &self.view
+    }
+}
+
+impl DerefMut for ViewGuard<'_> {
+    fn deref_mut(&mut self) -> &mut UnitView {
+        &mut self.view
+    }
+}
+
+impl Drop for ViewGuard<'_> {
+    fn drop(&mut self) {
+        if self.view.outline() != self.before {
+            self.changes.send_modify(|n| *n = n.wrapping_add(1));
         }
     }
 }

@@ -1,18 +1,18 @@
 //! One task per unit: starts its process, watches it exit, restarts it with back-off, probes
 //! its readiness, rotates its log, and carries out Ensure, Stop and Remove one at a time.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hakube_hostd_api::v1::EnsureAction;
 use nix::sys::signal::Signal;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use super::backoff::{should_restart, Backoff, ExitOutcome};
 use super::spec::UnitSpec;
-use super::status::{Phase, UnitView};
+use super::status::{Phase, SharedView, UnitView, ViewGuard};
 use super::store::{self, Desired, ProcessRecord, UnitRecord};
 use super::{logs, probe, process, UnitContext, UnitError};
 
@@ -160,14 +160,18 @@ pub struct Supervisor {
     backoff: Backoff,
     restart_count: u32,
     last_exit: Option<ExitOutcome>,
-    view: Arc<Mutex<UnitView>>,
+    view: Arc<SharedView>,
     context: Arc<UnitContext>,
 }
 
 impl Supervisor {
     /// A unit EnsureUnit just asked for; it starts on the Ensure command that follows.
-    pub fn new(spec: UnitSpec, context: Arc<UnitContext>) -> (Self, Arc<Mutex<UnitView>>) {
-        let view = Arc::new(Mutex::new(UnitView::new(spec.clone())));
+    pub fn new(
+        spec: UnitSpec,
+        context: Arc<UnitContext>,
+        changes: Arc<watch::Sender<u64>>,
+    ) -> (Self, Arc<SharedView>) {
+        let view = Arc::new(SharedView::new(UnitView::new(spec.clone()), changes));
         let supervisor = Supervisor {
             spec,
             state: State::New,
@@ -184,8 +188,9 @@ impl Supervisor {
     pub fn from_record(
         record: UnitRecord,
         context: Arc<UnitContext>,
-    ) -> (Self, Arc<Mutex<UnitView>>) {
-        let (mut supervisor, view) = Supervisor::new(record.spec, context);
+        changes: Arc<watch::Sender<u64>>,
+    ) -> (Self, Arc<SharedView>) {
+        let (mut supervisor, view) = Supervisor::new(record.spec, context, changes);
         supervisor.restart_count = record.restart_count;
         supervisor.last_exit = record.last_exit;
         match record.desired {
@@ -210,11 +215,8 @@ impl Supervisor {
         (supervisor, view)
     }
 
-    fn view(&self) -> MutexGuard<'_, UnitView> {
-        match self.view.lock() {
-            Ok(view) => view,
-            Err(poisoned) => poisoned.into_inner(),
-        }
+    fn view(&self) -> ViewGuard<'_> {
+        self.view.lock()
     }
 
     pub async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
