@@ -2,7 +2,7 @@
 //! Level-triggered and idempotent; a finalizer stops the Cluster's units and removes its files
 //! from the hosts when the Cluster is deleted.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, PoisonError};
@@ -26,10 +26,12 @@ use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as Finalizer};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
-use tokio::sync::Mutex;
+use tokio::sync::{mpsc, Mutex};
+use tokio_stream::wrappers::UnboundedReceiverStream;
 use tonic::transport::Channel;
 
 use crate::authorities::{self, Rotation};
@@ -113,6 +115,14 @@ pub struct Context {
     files_given: std::sync::Mutex<BTreeMap<(String, String), (String, Instant)>>,
     /// By Cluster (`<namespace>-<name>`); a new leader resumes them from the status.
     failure_clocks: Mutex<BTreeMap<String, FailureClock>>,
+    /// The hostd endpoints each Cluster used at its last reconcile.
+    endpoints_of: std::sync::Mutex<HashMap<ObjectRef<Cluster>, BTreeSet<String>>>,
+    /// Clusters to reconcile at once: hostd told of a change of one of their units.
+    wake: mpsc::UnboundedSender<ObjectRef<Cluster>>,
+    /// The other end of `wake`, until [`run`] takes it as a trigger of its controller.
+    woken: std::sync::Mutex<Option<mpsc::UnboundedReceiver<ObjectRef<Cluster>>>>,
+    /// Hostd endpoints of the known Hosts, whose units are watched while they are known.
+    watched: std::sync::Mutex<BTreeSet<String>>,
 }
 
 /// A host that runs every unit as planned and was given the same files this recently is not
@@ -122,16 +132,6 @@ pub struct Context {
 const FILES_RECHECK: Duration = Duration::from_secs(10);
 
 impl Context {
-    /// Whether the host at `endpoint` was given files with this digest under `root` within
-    /// [`FILES_RECHECK`].
-    fn given_recently(&self, endpoint: &str, root: &str, files_digest: &str) -> bool {
-        self.files_given
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(&(endpoint.to_string(), root.to_string()))
-            .is_some_and(|(digest, at)| digest == files_digest && at.elapsed() < FILES_RECHECK)
-    }
-
     pub fn new(
         client: Client,
         hostd_tls: ClientTls,
@@ -141,6 +141,7 @@ impl Context {
         host_failure_threshold: Duration,
         rollout_host_timeout: Duration,
     ) -> Context {
+        let (wake, woken) = mpsc::unbounded_channel();
         Context {
             client,
             reporter: Reporter {
@@ -159,7 +160,21 @@ impl Context {
             prefetched: Mutex::default(),
             files_given: std::sync::Mutex::default(),
             failure_clocks: Mutex::default(),
+            endpoints_of: std::sync::Mutex::default(),
+            wake,
+            woken: std::sync::Mutex::new(Some(woken)),
+            watched: std::sync::Mutex::default(),
         }
+    }
+
+    /// Whether the host at `endpoint` was given files with this digest under `root` within
+    /// [`FILES_RECHECK`].
+    fn given_recently(&self, endpoint: &str, root: &str, files_digest: &str) -> bool {
+        self.files_given
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&(endpoint.to_string(), root.to_string()))
+            .is_some_and(|(digest, at)| digest == files_digest && at.elapsed() < FILES_RECHECK)
     }
 
     /// Reads the version bundles ahead of the first reconcile, which would otherwise wait for
@@ -167,6 +182,19 @@ impl Context {
     pub fn read_bundles(&self) {
         if let Err(e) = self.bundles.scan(&self.bundle_dir) {
             tracing::warn!(error = %e, "reading the version bundles");
+        }
+    }
+
+    /// Wakes each Cluster that used the host at `endpoint` at its last reconcile.
+    fn wake_clusters_on(&self, endpoint: &str) {
+        let endpoints_of = self
+            .endpoints_of
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for (cluster, endpoints) in endpoints_of.iter() {
+            if endpoints.contains(endpoint) {
+                let _ = self.wake.send(cluster.clone());
+            }
         }
     }
 
@@ -208,14 +236,24 @@ impl Context {
 
 /// Runs the Cluster controller until the process stops.
 pub async fn run(ctx: Arc<Context>) {
-    tokio::spawn(connect_hosts(ctx.clone()));
+    let (inventory_changed, inventory_changes) = mpsc::unbounded_channel();
+    tokio::spawn(follow_hosts(ctx.clone(), inventory_changed));
     let clusters: Api<Cluster> = Api::all(ctx.client.clone());
-    let hosts: Api<Host> = Api::all(ctx.client.clone());
     let secrets: Api<Secret> = Api::all(ctx.client.clone());
-    Controller::new(clusters, watcher::Config::default())
+    let woken = ctx
+        .woken
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .take();
+    let mut controller = Controller::new(clusters, watcher::Config::default())
         .owns(secrets, watcher::Config::default().labels(CLUSTER_LABEL))
-        // Any Host change may matter to any Cluster (inventory, addresses).
-        .watches(hosts, watcher::Config::default(), |_host| Vec::new())
+        // A new Host, or a changed address or labels, may matter to any Cluster (validation,
+        // placement); Host status, which reconciles write, matters to none.
+        .reconcile_all_on(UnboundedReceiverStream::new(inventory_changes));
+    if let Some(woken) = woken {
+        controller = controller.reconcile_on(UnboundedReceiverStream::new(woken));
+    }
+    controller
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -226,24 +264,128 @@ pub async fn run(ctx: Arc<Context>) {
         .await;
 }
 
-/// Connects to each Host's hostd as soon as the Host is known, once per endpoint, so that a
-/// Cluster's first reconcile finds the connections open: the TLS handshakes with seven hosts,
-/// under the load of a bring-up, took most of that reconcile's observation (~0.2 s).
-async fn connect_hosts(ctx: Arc<Context>) {
+/// Follows the Host inventory. For each Host, as soon as it is known: opens the connection to
+/// its hostd, so that a Cluster's first reconcile finds it open (the TLS handshakes with seven
+/// hosts, under the load of a bring-up, took most of that reconcile's observation, ~0.2 s), and
+/// watches its units, so that a Cluster waiting on one of them is reconciled when it changes
+/// rather than at its next poll. Sends on `inventory_changed` when, after the initial listing,
+/// a Host appears or its endpoint or labels change, or its spec does (a new generation).
+async fn follow_hosts(ctx: Arc<Context>, inventory_changed: mpsc::UnboundedSender<()>) {
     let hosts: Api<Host> = Api::all(ctx.client.clone());
-    watcher::watcher(hosts, watcher::Config::default())
-        .default_backoff()
-        .applied_objects()
-        .for_each_concurrent(None, |host| {
-            let ctx = ctx.clone();
-            async move {
-                if let Ok(host) = host {
-                    ctx.connect(&host.name_any(), &host.spec.hostd_endpoint())
-                        .await;
+    let mut known: BTreeMap<String, HostOutline> = BTreeMap::new();
+    let mut listed = false;
+    let mut events =
+        std::pin::pin!(watcher::watcher(hosts, watcher::Config::default()).default_backoff());
+    while let Some(event) = events.next().await {
+        let Ok(event) = event else { continue };
+        match event {
+            watcher::Event::Init => {}
+            watcher::Event::InitDone => listed = true,
+            watcher::Event::Apply(host) | watcher::Event::InitApply(host) => {
+                let endpoint = host.spec.hostd_endpoint();
+                let outline = HostOutline {
+                    generation: host.metadata.generation,
+                    labels: host.labels().clone(),
+                    endpoint: endpoint.clone(),
+                };
+                let changed = known.insert(host.name_any(), outline.clone()) != Some(outline);
+                if changed && listed {
+                    let _ = inventory_changed.send(());
+                }
+                let fresh = ctx
+                    .watched
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .insert(endpoint.clone());
+                if fresh {
+                    tokio::spawn(watch_units(ctx.clone(), host.name_any(), endpoint));
                 }
             }
+            watcher::Event::Delete(host) => {
+                known.remove(&host.name_any());
+                ctx.watched
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .remove(&host.spec.hostd_endpoint());
+            }
+        }
+    }
+}
+
+/// What of a Host matters to Clusters.
+#[derive(Clone, PartialEq)]
+struct HostOutline {
+    generation: Option<i64>,
+    labels: BTreeMap<String, String>,
+    endpoint: String,
+}
+
+/// A watch of a host's units that broke off is opened again after this.
+const UNIT_WATCH_RETRY: Duration = Duration::from_secs(2);
+
+/// Watches a host's units while its Host is known, and wakes the Clusters that use the host
+/// when what they wait on changes (see [`units_news`]).
+async fn watch_units(ctx: Arc<Context>, host: String, endpoint: String) {
+    ctx.connect(&host, &endpoint).await;
+    let still_known = || {
+        ctx.watched
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(&endpoint)
+    };
+    while still_known() {
+        if let Ok(mut agent) = ctx.agent(&host, &endpoint).await {
+            if let Ok(response) = agent.watch_units(hostd::WatchUnitsRequest {}).await {
+                let mut changes = response.into_inner();
+                let mut known = None;
+                while let Ok(Some(list)) = changes.message().await {
+                    let outline = units_outline(&list.units);
+                    if known
+                        .as_ref()
+                        .is_some_and(|known| units_news(known, &outline))
+                    {
+                        ctx.wake_clusters_on(&endpoint);
+                    }
+                    known = Some(outline);
+                }
+            }
+        }
+        tokio::time::sleep(UNIT_WATCH_RETRY).await;
+    }
+}
+
+/// Each unit's readiness and whether hostd keeps it running, by name.
+fn units_outline(units: &[hostd::UnitStatus]) -> BTreeMap<String, (bool, bool)> {
+    units
+        .iter()
+        .map(|u| {
+            let running = matches!(
+                hostd::UnitState::try_from(u.state),
+                Ok(hostd::UnitState::Starting
+                    | hostd::UnitState::Running
+                    | hostd::UnitState::Ready)
+            );
+            (u.name.clone(), (u.ready, running))
         })
-        .await;
+        .collect()
+}
+
+/// Whether a reconcile waits on what changed: a unit turning ready or not ready, exiting, or
+/// disappearing. A unit merely starting is the reconcile's own doing, and waking on it would
+/// only add reconciles while components start.
+fn units_news(
+    before: &BTreeMap<String, (bool, bool)>,
+    now: &BTreeMap<String, (bool, bool)>,
+) -> bool {
+    before
+        .iter()
+        .any(|(name, (ready, running))| match now.get(name) {
+            None => true,
+            Some((ready_now, running_now)) => ready_now != ready || (*running && !running_now),
+        })
+        || now
+            .iter()
+            .any(|(name, (ready, _))| *ready && !before.contains_key(name))
 }
 
 fn error_policy(cluster: Arc<Cluster>, error: &Error, ctx: Arc<Context>) -> Action {
@@ -481,6 +623,13 @@ async fn apply(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
             return Ok(Action::await_change());
         }
     };
+    ctx.endpoints_of
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .insert(
+            ObjectRef::from_obj(cluster),
+            resolved.endpoints.values().cloned().collect(),
+        );
     set_condition(
         &mut status,
         "Valid",
@@ -2148,6 +2297,10 @@ fn record_host(ctx: &Context, host: &str, status: HostStatus) {
 }
 
 async fn cleanup(cluster: &Cluster, ctx: &Context) -> Result<Action, Error> {
+    ctx.endpoints_of
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .remove(&ObjectRef::from_obj(cluster));
     let Ok(resolved) = resolve(cluster, ctx).await? else {
         // An invalid Cluster never started anything.
         return Ok(Action::await_change());

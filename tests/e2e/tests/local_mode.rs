@@ -245,9 +245,8 @@ impl Local {
         .collect()
     }
 
-    /// Adds a bundle under `version`, whole before the operator can see it.
-    /// Puts a bundle in the operator's directory; `file_name` is `<version>.tar.zst` or
-    /// `<version>.tar.gz`.
+    /// Puts a bundle in the operator's directory, whole before the operator can see it;
+    /// `file_name` is `<version>.tar.zst` or `<version>.tar.gz`.
     fn add_bundle(&self, file_name: &str, build: impl FnOnce(&Path)) {
         let partial = self.state.join(format!("{file_name}.partial"));
         build(&partial);
@@ -344,6 +343,17 @@ fn stacked_cluster_comes_up_serves_kubectl_through_haproxy_and_goes_down_cleanly
 
     // ServiceAccount tokens: the operator's P-256 key signs ES256, and the token alone (no
     // client certificate) authenticates through HAProxy to whichever API server answers.
+    // The controller manager makes `default` in each namespace, just after `Available`.
+    eventually(
+        "the default ServiceAccount",
+        Duration::from_secs(30),
+        || {
+            local
+                .kubectl(&kubeconfig, &["get", "serviceaccount", "default"])
+                .status
+                .success()
+        },
+    );
     let token = local.ok(&kubeconfig, &["create", "token", "default"]);
     let header = token
         .trim()
@@ -464,6 +474,40 @@ fn stacked_cluster_comes_up_serves_kubectl_through_haproxy_and_goes_down_cleanly
             .join(format!("hosts/{host}/clusters/default-invalid"));
         assert!(!dir.exists(), "{} exists", dir.display());
     }
+
+    // A Cluster naming Hosts not in the inventory is invalid until they are created; then it
+    // is taken up again with nothing about it changed.
+    let ghosts = local.state.join("ghosts.yaml");
+    std::fs::write(
+        &ghosts,
+        "apiVersion: hakube.io/v1alpha1\nkind: Cluster\nmetadata: {name: ghost, namespace: default}\n\
+         spec:\n  version: v1.33.0-local\n  controlPlane: {replicas: 1, hosts: {names: [ghost-cp]}}\n\
+         \x20 loadBalancer: {host: ghost-lb}\n",
+    )
+    .unwrap();
+    local.ok(&management, &["apply", "-f", &ghosts.display().to_string()]);
+    eventually(
+        "the ghost Cluster's Valid=False",
+        Duration::from_secs(30),
+        || local.condition("ghost", "Valid", "status") == "False",
+    );
+    let message = local.condition("ghost", "Valid", "message");
+    assert!(
+        message.contains("ghost-cp") && message.contains("inventory"),
+        "{message}"
+    );
+    std::fs::write(
+        &ghosts,
+        "apiVersion: hakube.io/v1alpha1\nkind: Host\nmetadata: {name: ghost-cp}\nspec: {address: 10.77.0.250}\n\
+         ---\napiVersion: hakube.io/v1alpha1\nkind: Host\nmetadata: {name: ghost-lb}\nspec: {address: 10.77.0.251}\n",
+    )
+    .unwrap();
+    local.ok(&management, &["apply", "-f", &ghosts.display().to_string()]);
+    eventually(
+        "the ghost Cluster's Valid=True once its Hosts exist",
+        Duration::from_secs(30),
+        || local.condition("ghost", "Valid", "status") == "True",
+    );
 
     local.down_leaves_nothing();
 }

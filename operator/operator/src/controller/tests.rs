@@ -299,3 +299,34 @@ fn a_silent_host_keeps_its_last_heartbeat_and_facts_and_its_condition_turns_fals
     assert!(condition.message.contains("10.0.0.1:9443"), "{condition:?}");
     assert_eq!(condition.last_transition_time, at(120));
 }
+
+fn outline(units: &[(&str, bool, bool)]) -> BTreeMap<String, (bool, bool)> {
+    units
+        .iter()
+        .map(|(name, ready, running)| (name.to_string(), (*ready, *running)))
+        .collect()
+}
+
+#[test]
+fn readiness_exits_and_removals_are_news_but_starts_are_not() {
+    let starting = outline(&[("etcd", false, true)]);
+    assert!(!units_news(&outline(&[]), &starting), "a start");
+    assert!(!units_news(&starting, &starting));
+    assert!(
+        units_news(&starting, &outline(&[("etcd", true, true)])),
+        "ready"
+    );
+    assert!(
+        units_news(&outline(&[("etcd", true, true)]), &starting),
+        "not ready"
+    );
+    assert!(
+        units_news(&starting, &outline(&[("etcd", false, false)])),
+        "exited"
+    );
+    assert!(units_news(&starting, &outline(&[])), "removed");
+    assert!(
+        units_news(&outline(&[]), &outline(&[("etcd", true, true)])),
+        "a unit new and ready at once"
+    );
+}
