@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use hakube_operator_api::cluster::ClusterStatus;
 use hakube_operator_api::{Cluster, Host};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Patch, PatchParams, PostParams};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, CustomResourceExt, ResourceExt};
 use rand::Rng;
 use serde_json::json;
@@ -344,8 +346,26 @@ pub async fn up(
 
     let mut last = String::new();
     let deadline = Instant::now() + Duration::from_secs(timeout_seconds);
+    // Watched, as `kubectl wait` does: each status the operator writes is seen as it lands.
+    let watched =
+        watcher::Config::default().fields(&format!("metadata.name={}", cluster.name_any()));
+    let mut updates = std::pin::pin!(watcher::watcher(clusters.clone(), watched)
+        .default_backoff()
+        .applied_objects());
     let available = loop {
-        let current = clusters.get(&cluster.name_any()).await?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        let current = match tokio::time::timeout(remaining, updates.next()).await {
+            Ok(Some(Ok(current))) => current,
+            // The watcher retries with backoff; the deadline bounds the wait.
+            Ok(Some(Err(_))) => continue,
+            Ok(None) => return Err(Error::Other("the watch of the Cluster ended".into())),
+            Err(_) => {
+                return Err(Error::Other(format!(
+                    "the Cluster is not Available after {timeout_seconds}s: {last}\n{}",
+                    operator_logs(&state)
+                )))
+            }
+        };
         let conditions = current
             .status
             .as_ref()
@@ -380,13 +400,6 @@ pub async fn up(
         {
             return Err(Error::Other(format!("the Cluster is invalid: {last}")));
         }
-        if Instant::now() > deadline {
-            return Err(Error::Other(format!(
-                "the Cluster is not Available after {timeout_seconds}s: {last}\n{}",
-                operator_logs(&state)
-            )));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let status = available.status.unwrap_or_default();
     write_admin_kubeconfig(&state, client, &namespace, &status).await?;

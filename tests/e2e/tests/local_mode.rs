@@ -80,6 +80,16 @@ impl Local {
         )
     }
 
+    /// Waits until the Cluster `name`'s `Valid` condition has `status`; returns its message.
+    fn wait_valid(&self, name: &str, status: &str) -> String {
+        eventually(
+            &format!("the {name} Cluster's Valid={status}"),
+            Duration::from_secs(30),
+            || self.condition(name, "Valid", "status") == status,
+        );
+        self.condition(name, "Valid", "message")
+    }
+
     /// The Cluster `name` is available with every control-plane host ready and no change
     /// rolling: everything is back, not only served.
     fn complete(&self, name: &str) -> bool {
@@ -446,12 +456,7 @@ fn stacked_cluster_comes_up_serves_kubectl_through_haproxy_and_goes_down_cleanly
                 .to_string(),
         ],
     );
-    eventually(
-        "the invalid Cluster's Valid=False",
-        Duration::from_secs(30),
-        || local.condition("invalid", "Valid", "status") == "False",
-    );
-    let message = local.condition("invalid", "Valid", "message");
+    let message = local.wait_valid("invalid", "False");
     assert!(
         message.contains("spec.controlPlane.replicas") && message.contains("overlaps"),
         "{message}"
@@ -486,12 +491,7 @@ fn stacked_cluster_comes_up_serves_kubectl_through_haproxy_and_goes_down_cleanly
     )
     .unwrap();
     local.ok(&management, &["apply", "-f", &ghosts.display().to_string()]);
-    eventually(
-        "the ghost Cluster's Valid=False",
-        Duration::from_secs(30),
-        || local.condition("ghost", "Valid", "status") == "False",
-    );
-    let message = local.condition("ghost", "Valid", "message");
+    let message = local.wait_valid("ghost", "False");
     assert!(
         message.contains("ghost-cp") && message.contains("inventory"),
         "{message}"
@@ -503,11 +503,7 @@ fn stacked_cluster_comes_up_serves_kubectl_through_haproxy_and_goes_down_cleanly
     )
     .unwrap();
     local.ok(&management, &["apply", "-f", &ghosts.display().to_string()]);
-    eventually(
-        "the ghost Cluster's Valid=True once its Hosts exist",
-        Duration::from_secs(30),
-        || local.condition("ghost", "Valid", "status") == "True",
-    );
+    local.wait_valid("ghost", "True");
 
     local.down_leaves_nothing();
 }
