@@ -5,7 +5,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use futures::Stream;
-
 use hakube_hostd_api::v1 as api;
 use hakube_hostd_api::v1::hostd_server::Hostd;
 use openssl::nid::Nid;

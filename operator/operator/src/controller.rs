@@ -185,6 +185,16 @@ impl Context {
         }
     }
 
+    /// Drops a Host from `known`; the watch of its units ends.
+    fn forget_host(&self, known: &mut BTreeMap<String, HostOutline>, name: &str) {
+        if let Some(outline) = known.remove(name) {
+            self.watched
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&outline.endpoint);
+        }
+    }
+
     /// Wakes each Cluster that used the host at `endpoint` at its last reconcile.
     fn wake_clusters_on(&self, endpoint: &str) {
         let endpoints_of = self
@@ -274,21 +284,39 @@ async fn follow_hosts(ctx: Arc<Context>, inventory_changed: mpsc::UnboundedSende
     let hosts: Api<Host> = Api::all(ctx.client.clone());
     let mut known: BTreeMap<String, HostOutline> = BTreeMap::new();
     let mut listed = false;
+    // The Hosts of a (re)listing in progress: one deleted while the watch was down gets no
+    // Delete event, only its absence from the next listing.
+    let mut listing: BTreeSet<String> = BTreeSet::new();
     let mut events =
         std::pin::pin!(watcher::watcher(hosts, watcher::Config::default()).default_backoff());
     while let Some(event) = events.next().await {
         let Ok(event) = event else { continue };
         match event {
-            watcher::Event::Init => {}
-            watcher::Event::InitDone => listed = true,
+            watcher::Event::Init => listing.clear(),
+            watcher::Event::InitDone => {
+                let gone: Vec<String> = known
+                    .keys()
+                    .filter(|name| !listing.contains(*name))
+                    .cloned()
+                    .collect();
+                for name in gone {
+                    ctx.forget_host(&mut known, &name);
+                }
+                listed = true;
+            }
             watcher::Event::Apply(host) | watcher::Event::InitApply(host) => {
+                let name = host.name_any();
+                listing.insert(name.clone());
                 let endpoint = host.spec.hostd_endpoint();
                 let outline = HostOutline {
                     generation: host.metadata.generation,
                     labels: host.labels().clone(),
                     endpoint: endpoint.clone(),
                 };
-                let changed = known.insert(host.name_any(), outline.clone()) != Some(outline);
+                if known.get(&name).is_some_and(|o| o.endpoint != endpoint) {
+                    ctx.forget_host(&mut known, &name);
+                }
+                let changed = known.insert(name.clone(), outline.clone()) != Some(outline);
                 if changed && listed {
                     let _ = inventory_changed.send(());
                 }
@@ -298,16 +326,10 @@ async fn follow_hosts(ctx: Arc<Context>, inventory_changed: mpsc::UnboundedSende
                     .unwrap_or_else(PoisonError::into_inner)
                     .insert(endpoint.clone());
                 if fresh {
-                    tokio::spawn(watch_units(ctx.clone(), host.name_any(), endpoint));
+                    tokio::spawn(watch_units(ctx.clone(), name, endpoint));
                 }
             }
-            watcher::Event::Delete(host) => {
-                known.remove(&host.name_any());
-                ctx.watched
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .remove(&host.spec.hostd_endpoint());
-            }
+            watcher::Event::Delete(host) => ctx.forget_host(&mut known, &host.name_any()),
         }
     }
 }
