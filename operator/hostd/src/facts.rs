@@ -39,21 +39,27 @@ impl FactsGatherer {
     }
 
     pub async fn gather(&self) -> api::Facts {
-        let programs = {
-            let mut cached = self.programs.lock().await;
-            match &*cached {
-                Some((at, programs)) if at.elapsed() < PROGRAMS_CACHE_TTL => programs.clone(),
-                _ => {
-                    let mut programs = Vec::new();
-                    for (name, args) in HOST_PROGRAMS {
-                        programs.push(host_program(name, args).await);
-                    }
-                    *cached = Some((Instant::now(), programs.clone()));
-                    programs
-                }
+        facts(&self.context, self.programs().await)
+    }
+
+    /// The host programs, asked at once (each is a process to start) unless asked lately.
+    /// hostd asks them when it starts, so that the operator's first GetFacts, which comes as
+    /// the host joins, does not wait for three processes on every host at once.
+    pub async fn programs(&self) -> Vec<api::HostProgram> {
+        let mut cached = self.programs.lock().await;
+        match &*cached {
+            Some((at, programs)) if at.elapsed() < PROGRAMS_CACHE_TTL => programs.clone(),
+            _ => {
+                let programs = futures::future::join_all(
+                    HOST_PROGRAMS
+                        .iter()
+                        .map(|(name, args)| host_program(name, args)),
+                )
+                .await;
+                *cached = Some((Instant::now(), programs.clone()));
+                programs
             }
-        };
-        facts(&self.context, programs)
+        }
     }
 }
 

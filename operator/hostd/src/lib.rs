@@ -83,6 +83,17 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
         options.advertise_addresses.clone()
     };
 
+    // The host programs' versions are asked now, while the host joins.
+    let facts = Arc::new(FactsGatherer::new(FactsContext {
+        host_name: host_name.clone(),
+        advertise_addresses: advertise_addresses.clone(),
+        data_dir: data_dir.clone(),
+    }));
+    tokio::spawn({
+        let facts = facts.clone();
+        async move { facts.programs().await }
+    });
+
     let pki = PkiPaths::in_data_dir(&data_dir);
     let flag_files = match (
         &options.tls_cert_file,
@@ -148,11 +159,6 @@ pub async fn run(options: Options, shutdown: impl Future<Output = ()>) -> Result
             source,
         })?,
     );
-    let facts = Arc::new(FactsGatherer::new(FactsContext {
-        host_name: host_name.clone(),
-        advertise_addresses,
-        data_dir: data_dir.clone(),
-    }));
     // Watches of the units end when hostd stops serving: a graceful shutdown waits for every
     // open stream.
     let (stopping, stopped) = tokio::sync::watch::channel(false);
