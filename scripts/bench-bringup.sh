@@ -12,7 +12,7 @@ rounds=${BENCH_BRINGUP_ROUNDS:-5}
 median() { printf '%s\n' "$@" | sort -n | sed -n "$((($# + 1) / 2))p"; }
 since() { python3 -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.2f}')" "$@"; }
 target=${CARGO_TARGET_DIR:-/var/tmp/hakube-target}
-cargo build --release -q --bins -p hakube -p hakube-operator -p hakube-hostd -p hakube-apiserver
+cargo build --release -q --bins -p hakube -p hakube-operator -p hakube-hostd -p hakube-apiserver -p hakube-scheduler -p hakube-controller-manager
 bin=$target/release
 state=$(mktemp -d /var/tmp/hakube-bench-up.XXXXXX)
 trap '"$bin/hakube" --state-dir "$state/s" down >/dev/null 2>&1 || true; rm -rf "$state"' EXIT
