@@ -55,19 +55,14 @@ impl Manifest {
 /// The tar stream inside a compressed bundle, told zstd from gzip by its first bytes. Those
 /// are read in as many reads as they take: a bundle may arrive in chunks of any size.
 pub fn tar_stream<'a>(mut compressed: impl Read + 'a) -> io::Result<Box<dyn Read + 'a>> {
-    let mut head = [0u8; ZSTD_MAGIC.len()];
-    let mut filled = 0;
-    while filled < head.len() {
-        match compressed.read(&mut head[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    let zstd = head[..filled].starts_with(&ZSTD_MAGIC);
-    let gzip = head[..filled].starts_with(&GZIP_MAGIC);
-    let whole = BufReader::new(io::Cursor::new(head).take(filled as u64).chain(compressed));
+    let mut head = Vec::with_capacity(ZSTD_MAGIC.len());
+    compressed
+        .by_ref()
+        .take(ZSTD_MAGIC.len() as u64)
+        .read_to_end(&mut head)?;
+    let zstd = head.starts_with(&ZSTD_MAGIC);
+    let gzip = head.starts_with(&GZIP_MAGIC);
+    let whole = BufReader::new(io::Cursor::new(head).chain(compressed));
     if zstd {
         Ok(Box::new(zstd::stream::read::Decoder::with_buffer(whole)?))
     } else if gzip {

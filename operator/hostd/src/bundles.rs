@@ -318,16 +318,13 @@ fn unpack(compressed: impl Read, unpack_dir: &Path) -> Result<(), String> {
 /// Makes an unpacked bundle the version's: its metadata written, the directory renamed into
 /// place and the rename synced.
 fn install(unpack_dir: &Path, target: &Path, info: &BundleInfo) -> Result<(), BundleError> {
-    let metadata = serde_json::to_vec_pretty(info).map_err(|e| BundleError::Unpack {
+    let unpack_error = |reason: String| BundleError::Unpack {
         version: info.version.clone(),
-        reason: e.to_string(),
-    })?;
-    crate::files::write_atomically(&unpack_dir.join(METADATA_FILE), &metadata, 0o644).map_err(
-        |e| BundleError::Unpack {
-            version: info.version.clone(),
-            reason: e.to_string(),
-        },
-    )?;
+        reason,
+    };
+    let metadata = serde_json::to_vec_pretty(info).map_err(|e| unpack_error(e.to_string()))?;
+    crate::files::write_atomically(&unpack_dir.join(METADATA_FILE), &metadata, 0o644)
+        .map_err(|e| unpack_error(e.to_string()))?;
     std::fs::rename(unpack_dir, target).map_err(io_error(target))?;
     if let Some(parent) = target.parent() {
         std::fs::File::open(parent)
@@ -432,8 +429,7 @@ mod tests {
         assert_eq!(read_metadata(&target), Some(info.clone()));
         assert!(!unpack_dir.exists());
 
-        let broken = unpack(&b"not gzip"[..], &dir.path().join(".tmp-v2"));
-        assert!(broken.is_err());
-        assert!(!dir.path().join("v2").exists());
+        let broken = unpack(&b"not gzip"[..], &dir.path().join(".tmp-v2")).unwrap_err();
+        assert!(broken.contains("not a bundle"), "{broken}");
     }
 }

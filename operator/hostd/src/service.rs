@@ -80,7 +80,7 @@ pub struct HostdService {
 /// One caller's watch of the units.
 struct UnitsWatch {
     units: Arc<UnitManager>,
-    changes: tokio::sync::watch::Receiver<u64>,
+    changes: tokio::sync::watch::Receiver<()>,
     stopping: tokio::sync::watch::Receiver<bool>,
     first: bool,
 }

@@ -73,8 +73,8 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 pub struct UnitManager {
     context: Arc<UnitContext>,
     units: Mutex<BTreeMap<String, Arc<UnitHandle>>>,
-    /// Counts changes of any unit's state, readiness or process, and removals.
-    changes: Arc<watch::Sender<u64>>,
+    /// Announces changes of any unit's state, readiness or process, and removals.
+    changes: Arc<watch::Sender<()>>,
 }
 
 impl UnitManager {
@@ -83,7 +83,7 @@ impl UnitManager {
     pub fn start(context: UnitContext) -> Result<Self, std::io::Error> {
         std::fs::create_dir_all(&context.units_dir)?;
         let context = Arc::new(context);
-        let changes = Arc::new(watch::Sender::new(0));
+        let changes = Arc::new(watch::Sender::new(()));
         let mut units = BTreeMap::new();
         for record in store::load_all(&context.units_dir) {
             let name = record.spec.name.clone();
@@ -178,7 +178,7 @@ impl UnitManager {
                 units.remove(name);
             }
         }
-        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        self.changes.send_replace(());
         Ok(true)
     }
 
@@ -187,7 +187,7 @@ impl UnitManager {
     }
 
     /// Changes whenever a unit starts, stops, exits, turns ready or not ready, or is removed.
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
+    pub fn subscribe(&self) -> watch::Receiver<()> {
         self.changes.subscribe()
     }
 

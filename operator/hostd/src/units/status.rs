@@ -112,11 +112,11 @@ impl UnitView {
 /// `changes`, which every unit of the host shares: WatchUnits sends the units again then.
 pub struct SharedView {
     view: Mutex<UnitView>,
-    changes: Arc<watch::Sender<u64>>,
+    changes: Arc<watch::Sender<()>>,
 }
 
 impl SharedView {
-    pub fn new(view: UnitView, changes: Arc<watch::Sender<u64>>) -> Self {
+    pub fn new(view: UnitView, changes: Arc<watch::Sender<()>>) -> Self {
         SharedView {
             view: Mutex::new(view),
             changes,
@@ -124,10 +124,7 @@ impl SharedView {
     }
 
     pub fn lock(&self) -> ViewGuard<'_> {
-        let view = match self.view.lock() {
-            Ok(view) => view,
-            Err(poisoned) => poisoned.into_inner(),
-        };
+        let view = super::lock(&self.view);
         let before = view.outline();
         ViewGuard {
             view,
@@ -141,7 +138,7 @@ impl SharedView {
 pub struct ViewGuard<'a> {
     view: MutexGuard<'a, UnitView>,
     before: (api::UnitState, bool, u32),
-    changes: &'a watch::Sender<u64>,
+    changes: &'a watch::Sender<()>,
 }
 
 impl Deref for ViewGuard<'_> {
@@ -161,7 +158,7 @@ impl DerefMut for ViewGuard<'_> {
 impl Drop for ViewGuard<'_> {
     fn drop(&mut self) {
         if self.view.outline() != self.before {
-            self.changes.send_modify(|n| *n = n.wrapping_add(1));
+            self.changes.send_replace(());
         }
     }
 }

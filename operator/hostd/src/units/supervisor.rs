@@ -169,7 +169,7 @@ impl Supervisor {
     pub fn new(
         spec: UnitSpec,
         context: Arc<UnitContext>,
-        changes: Arc<watch::Sender<u64>>,
+        changes: Arc<watch::Sender<()>>,
     ) -> (Self, Arc<SharedView>) {
         let view = Arc::new(SharedView::new(UnitView::new(spec.clone()), changes));
         let supervisor = Supervisor {
@@ -188,7 +188,7 @@ impl Supervisor {
     pub fn from_record(
         record: UnitRecord,
         context: Arc<UnitContext>,
-        changes: Arc<watch::Sender<u64>>,
+        changes: Arc<watch::Sender<()>>,
     ) -> (Self, Arc<SharedView>) {
         let (mut supervisor, view) = Supervisor::new(record.spec, context, changes);
         supervisor.restart_count = record.restart_count;
