@@ -42,6 +42,10 @@ impl Local {
             .expect("kubectl runs")
     }
 
+    fn succeeds(&self, kubeconfig: &Path, args: &[&str]) -> bool {
+        self.kubectl(kubeconfig, args).status.success()
+    }
+
     fn ok(&self, kubeconfig: &Path, args: &[&str]) -> String {
         let out = self.kubectl(kubeconfig, args);
         assert!(
@@ -357,12 +361,7 @@ fn stacked_cluster_comes_up_serves_kubectl_through_haproxy_and_goes_down_cleanly
     eventually(
         "the default ServiceAccount",
         Duration::from_secs(30),
-        || {
-            local
-                .kubectl(&kubeconfig, &["get", "serviceaccount", "default"])
-                .status
-                .success()
-        },
+        || local.succeeds(&kubeconfig, &["get", "serviceaccount", "default"]),
     );
     let token = local.ok(&kubeconfig, &["create", "token", "default"]);
     let header = token
@@ -1516,10 +1515,7 @@ fn the_virtual_ip_moves_to_the_second_load_balancer_when_the_active_one_dies() {
                     .unwrap_or_default();
             std::fs::write(&kubeconfig, &decoded).unwrap();
             String::from_utf8_lossy(&decoded).contains(VIP)
-                && local
-                    .kubectl(&kubeconfig, &["get", "--raw", "/readyz"])
-                    .status
-                    .success()
+                && local.succeeds(&kubeconfig, &["get", "--raw", "/readyz"])
         },
     );
     assert!(
@@ -1539,12 +1535,7 @@ fn the_virtual_ip_moves_to_the_second_load_balancer_when_the_active_one_dies() {
     eventually(
         "the API at the virtual IP again",
         Duration::from_secs(30),
-        || {
-            local
-                .kubectl(&kubeconfig, &["get", "--raw", "/readyz"])
-                .status
-                .success()
-        },
+        || local.succeeds(&kubeconfig, &["get", "--raw", "/readyz"]),
     );
     let longest_gap = gaps.finish();
     println!(
