@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::scheduler::{create_namespace, follow_watch, for_each, list_resource_version, post};
 use crate::watchcache::Api;
-use crate::{ApiTarget, LoadError};
+use crate::{percentile, ApiTarget, LoadError};
 
 const DEPLOYMENT: &str = "bench";
 const SETTLE: Duration = Duration::from_secs(30);
@@ -105,23 +105,32 @@ async fn watch_until_created(
     Ok(tenths)
 }
 
-/// Waits until the Deployment's controller has seen it at zero replicas (its ReplicaSet
-/// exists), so the measured time starts with a warm controller.
+/// Waits until the Deployment's ReplicaSet exists and the replicaset controller has synced
+/// it (its status observed its generation), so the measured time starts with both controllers
+/// warm: a controller manager started beside earlier rounds' pods may still be listing them
+/// when the deployment controller has already made the ReplicaSet.
 async fn wait_for_replica_set(api: &Api, namespace: &str) -> Result<(), LoadError> {
     let deadline = Instant::now() + SETTLE;
     let path = format!("/apis/apps/v1/namespaces/{namespace}/replicasets");
     while Instant::now() < deadline {
         let list: Value = serde_json::from_slice(&api.get(&path).await?)?;
+        let synced = |rs: &Value| {
+            let generation = rs.pointer("/metadata/generation").and_then(Value::as_i64);
+            let observed = rs
+                .pointer("/status/observedGeneration")
+                .and_then(Value::as_i64);
+            generation.is_some() && observed >= generation
+        };
         if list["items"]
             .as_array()
-            .is_some_and(|items| !items.is_empty())
+            .is_some_and(|items| !items.is_empty() && items.iter().all(synced))
         {
             return Ok(());
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Err(LoadError::Unexpected(
-        "the deployment controller made no ReplicaSet (is it running?)".into(),
+        "no ReplicaSet of the Deployment was synced (is the controller manager running?)".into(),
     ))
 }
 
@@ -171,11 +180,6 @@ async fn scale_up(api: &Api, plan: &Plan, namespace: &str) -> Result<Vec<Duratio
     Ok(tenths.iter().map(|t| t.duration_since(started)).collect())
 }
 
-fn median(mut values: Vec<Duration>) -> Duration {
-    values.sort();
-    values.get(values.len() / 2).copied().unwrap_or_default()
-}
-
 /// The whole benchmark, printed as it goes.
 pub async fn run(target: &ApiTarget<'_>, plan: &Plan) -> Result<(), LoadError> {
     let api = Api::connect(target).await?;
@@ -205,7 +209,7 @@ pub async fn run(target: &ApiTarget<'_>, plan: &Plan) -> Result<(), LoadError> {
         limits.push(limit);
         deployments.push(deployment);
     }
-    let (limit, deployment) = (median(limits), median(deployments));
+    let (limit, deployment) = (percentile(&limits, 0.5), percentile(&deployments, 0.5));
     println!(
         "median of {} rounds: limit {:.2} s, deployment {:.2} s (each until a watch saw every pod)",
         plan.rounds.max(1),
