@@ -7,6 +7,7 @@ pub mod core;
 pub mod metrics;
 pub mod options;
 pub mod scheduler;
+pub mod token_bucket;
 
 pub use options::Options;
 pub use scheduler::{run, SchedulerError};

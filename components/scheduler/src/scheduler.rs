@@ -30,11 +30,18 @@ use crate::core::preemption::{self, Candidate};
 use crate::core::queue::{QueuedPod, SchedulingQueue};
 use crate::metrics::Metrics;
 use crate::options::{Options, DEFAULT_SECURE_PORT};
+use crate::token_bucket::TokenBucket;
 
 const COMPONENT: &str = "kube-scheduler";
 /// Upstream's event broadcaster queue: events beyond it are dropped rather than slowing binds.
 const MAX_QUEUED_EVENTS: usize = 1000;
 const EVENT_WRITERS: usize = 4;
+/// Events are written at most this often, with this burst: upstream's default
+/// `clientConnection` qps and burst, which hold its scheduler's event client. A burst of
+/// bindings then does not share the API server with as many Event writes; events beyond the
+/// queue are dropped, as upstream's broadcaster drops them.
+const EVENT_QPS: f64 = 50.0;
+const EVENT_BURST: u32 = 100;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
@@ -615,7 +622,15 @@ impl Scheduler {
     }
 
     async fn write_events(self: Arc<Self>, events: mpsc::Receiver<EventRecord>) {
+        let mut bucket = TokenBucket::new(EVENT_QPS, EVENT_BURST, Instant::now());
         tokio_stream_from(events)
+            .then(move |record| {
+                let wait = bucket.reserve(Instant::now());
+                async move {
+                    tokio::time::sleep(wait).await;
+                    record
+                }
+            })
             .for_each_concurrent(EVENT_WRITERS, |record| {
                 let this = self.clone();
                 async move { this.write_event(record).await }
