@@ -7,7 +7,6 @@ pub mod core;
 pub mod metrics;
 pub mod options;
 pub mod scheduler;
-pub mod token_bucket;
 
 pub use options::Options;
 pub use scheduler::{run, SchedulerError};

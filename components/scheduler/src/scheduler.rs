@@ -30,7 +30,7 @@ use crate::core::preemption::{self, Candidate};
 use crate::core::queue::{QueuedPod, SchedulingQueue};
 use crate::metrics::Metrics;
 use crate::options::{Options, DEFAULT_SECURE_PORT};
-use crate::token_bucket::TokenBucket;
+use hakube_runtime::token_bucket::TokenBucket;
 
 const COMPONENT: &str = "kube-scheduler";
 /// Upstream's event broadcaster queue: events beyond it are dropped rather than slowing binds.
@@ -622,10 +622,10 @@ impl Scheduler {
     }
 
     async fn write_events(self: Arc<Self>, events: mpsc::Receiver<EventRecord>) {
-        let mut bucket = TokenBucket::new(EVENT_QPS, EVENT_BURST, Instant::now());
+        let mut bucket = TokenBucket::new(EVENT_QPS, EVENT_BURST, tokio::time::Instant::now());
         tokio_stream_from(events)
             .then(move |record| {
-                let wait = bucket.reserve(Instant::now());
+                let wait = bucket.reserve(tokio::time::Instant::now());
                 async move {
                     tokio::time::sleep(wait).await;
                     record

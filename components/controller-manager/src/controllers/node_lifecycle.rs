@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hakube_runtime::token_bucket::TokenBucket;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -355,43 +356,11 @@ pub fn zone_rate(state: ZoneState, size: usize, options: &crate::options::NodeOp
     }
 }
 
-/// A token bucket holding at most one token (upstream's burst of 1).
-#[derive(Debug)]
-pub struct RateLimiter {
-    qps: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl RateLimiter {
-    pub fn new(qps: f64, now: Instant) -> RateLimiter {
-        RateLimiter {
-            qps,
-            tokens: 1.0,
-            last: now,
-        }
-    }
-
-    pub fn try_accept(&mut self, now: Instant) -> bool {
-        if self.qps <= 0.0 {
-            return false;
-        }
-        let elapsed = now.duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.qps).min(1.0);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
 /// One zone's nodes waiting for their NoExecute taint, and how fast they may get it.
 struct ZoneQueue {
     state: ZoneState,
-    limiter: RateLimiter,
+    /// Upstream's eviction limiter: a burst of 1.
+    limiter: TokenBucket,
     pending: VecDeque<String>,
 }
 
@@ -593,7 +562,11 @@ impl Lifecycle {
                 let zone = zone_of(&node);
                 let queue = self.zones.entry(zone).or_insert_with(|| ZoneQueue {
                     state: ZoneState::Normal,
-                    limiter: RateLimiter::new(self.ctx.options.node.eviction_rate, Instant::now()),
+                    limiter: TokenBucket::new(
+                        self.ctx.options.node.eviction_rate,
+                        1,
+                        Instant::now(),
+                    ),
                     pending: VecDeque::new(),
                 });
                 if !queue.pending.contains(&name) {
@@ -686,7 +659,7 @@ impl Lifecycle {
             }
             for zone in self.zones.values_mut() {
                 zone.pending.clear();
-                zone.limiter = RateLimiter::new(0.0, now);
+                zone.limiter = TokenBucket::new(0.0, 1, now);
             }
             return;
         }
@@ -699,7 +672,7 @@ impl Lifecycle {
             }
             for zone in self.zones.values_mut() {
                 zone.state = ZoneState::Normal;
-                zone.limiter = RateLimiter::new(options.eviction_rate, now);
+                zone.limiter = TokenBucket::new(options.eviction_rate, 1, now);
             }
         }
         if self.all_disrupted {
@@ -708,12 +681,12 @@ impl Lifecycle {
         for (zone, (state, size)) in states {
             let queue = self.zones.entry(zone).or_insert_with(|| ZoneQueue {
                 state,
-                limiter: RateLimiter::new(zone_rate(state, size, &options), now),
+                limiter: TokenBucket::new(zone_rate(state, size, &options), 1, now),
                 pending: VecDeque::new(),
             });
             if queue.state != state {
                 queue.state = state;
-                queue.limiter = RateLimiter::new(zone_rate(state, size, &options), now);
+                queue.limiter = TokenBucket::new(zone_rate(state, size, &options), 1, now);
             }
         }
     }
@@ -1050,16 +1023,5 @@ mod tests {
         assert_eq!(zone_rate(ZoneState::PartialDisruption, 10, &options), 0.0);
         assert_eq!(zone_rate(ZoneState::PartialDisruption, 100, &options), 0.01);
         assert_eq!(zone_rate(ZoneState::FullDisruption, 3, &options), 0.1);
-    }
-
-    #[test]
-    fn the_rate_limiter_allows_a_burst_of_one() {
-        let t0 = Instant::now();
-        let mut limiter = RateLimiter::new(0.5, t0);
-        assert!(limiter.try_accept(t0));
-        assert!(!limiter.try_accept(t0 + Duration::from_secs(1)));
-        assert!(limiter.try_accept(t0 + Duration::from_secs(2)));
-        let mut stopped = RateLimiter::new(0.0, t0);
-        assert!(!stopped.try_accept(t0 + Duration::from_secs(100)));
     }
 }

@@ -1,7 +1,10 @@
-//! A client-side rate limit in the manner of client-go's token bucket: `qps` tokens a second,
-//! at most `burst` kept, and a request that finds none waits for the next one it reserved.
+//! A rate limit in the manner of client-go's token bucket: `qps` tokens a second, at most
+//! `burst` kept; a caller either takes a token if there is one, or reserves the next and waits.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+// Tokio's clock, so that tests with paused time drive a limiter too.
+use tokio::time::Instant;
 
 #[derive(Debug)]
 pub struct TokenBucket {
@@ -12,27 +15,50 @@ pub struct TokenBucket {
 }
 
 impl TokenBucket {
-    /// A full bucket.
+    /// A full bucket. A `qps` of zero or less never refills it.
     pub fn new(qps: f64, burst: u32, now: Instant) -> Self {
         TokenBucket {
-            qps: qps.max(f64::MIN_POSITIVE),
+            qps,
             burst: f64::from(burst.max(1)),
             tokens: f64::from(burst.max(1)),
             refilled: now,
         }
     }
 
+    fn refill(&mut self, now: Instant) {
+        if self.qps > 0.0 {
+            let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * self.qps).min(self.burst);
+        }
+        self.refilled = now;
+    }
+
+    /// Takes a token at `now` if one is there (client-go's `TryAccept`). A bucket whose
+    /// `qps` is zero or less accepts nothing: a rate of zero stops what it limits.
+    pub fn try_accept(&mut self, now: Instant) -> bool {
+        if self.qps <= 0.0 {
+            return false;
+        }
+        self.refill(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
     /// Takes a token at `now`; returns how long to wait before using it (zero when one was
     /// left). A token not yet there is reserved, so callers are served in turn.
     pub fn reserve(&mut self, now: Instant) -> Duration {
-        let elapsed = now.saturating_duration_since(self.refilled).as_secs_f64();
-        self.tokens = (self.tokens + elapsed * self.qps).min(self.burst);
-        self.refilled = now;
+        self.refill(now);
         self.tokens -= 1.0;
         if self.tokens >= 0.0 {
             Duration::ZERO
-        } else {
+        } else if self.qps > 0.0 {
             Duration::from_secs_f64(-self.tokens / self.qps)
+        } else {
+            Duration::MAX
         }
     }
 }
@@ -68,5 +94,16 @@ mod tests {
             assert_eq!(bucket.reserve(later), Duration::ZERO);
         }
         assert_eq!(bucket.reserve(later), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn try_accept_takes_only_tokens_that_are_there_and_a_zero_rate_stops_everything() {
+        let t0 = Instant::now();
+        let mut limiter = TokenBucket::new(0.5, 1, t0);
+        assert!(limiter.try_accept(t0));
+        assert!(!limiter.try_accept(t0 + Duration::from_secs(1)));
+        assert!(limiter.try_accept(t0 + Duration::from_secs(2)));
+        let mut stopped = TokenBucket::new(0.0, 1, t0);
+        assert!(!stopped.try_accept(t0 + Duration::from_secs(100)));
     }
 }
